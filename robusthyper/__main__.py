@@ -1,0 +1,3 @@
+from robusthyper.cli import main
+
+main()

@@ -1,0 +1,144 @@
+"""Recipes (`defenses/*.toml`): validated settings that fully describe how a model is built and trained.
+
+Every table rejects unknown keys and wrong types when loaded (a typo must not silently fall back to a
+default), and a `ConfigError` names the offending key, the bad value and the fix on one line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import tomllib
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from robusthyper.errors import ConfigError, UserError
+
+RECIPE_DIRNAME = "defenses"
+
+
+class StrictModel(BaseModel):
+    """Base of every settings table: unknown keys are errors, values are not coerced, objects are frozen."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class NetSpec(StrictModel):
+    """The primary net."""
+
+    arch: Literal["mlp", "lenet5", "cifar-cnn"] = "lenet5"
+    widths: tuple[Annotated[int, Field(gt=0)], ...] = (800,)
+    """Hidden widths of the MLP (ignored by the conv nets)."""
+
+
+class TrainSpec(StrictModel):
+    """The variational-inference training loop (`robusthyper.train.fit`)."""
+
+    epochs: int = Field(20, ge=0)
+    batch_size: int = Field(128, gt=0)
+    optimizer: Literal["adam", "rmsprop"] = "adam"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    grad_clip: float | None = Field(10.0, gt=0)
+    """Total-norm gradient clipping (BHN's code used 10); none to disable."""
+    kl_weight: float = Field(1.0, ge=0)
+    """beta in NLL + beta * KL / N; 1 is the ELBO, < 1 a tempered posterior (say so in reports)."""
+    kl_anneal_delay: int = Field(0, ge=0)
+    """Epochs with the KL term off before the ramp starts (BbH: 5)."""
+    kl_anneal_epochs: int = Field(0, ge=0)
+    """Epochs of the linear ramp from 0 to kl_weight (0: no annealing)."""
+    train_samples: int = Field(1, gt=0)
+    """Posterior samples per training step (all examples of the step share each sample)."""
+    eval_samples: int = Field(32, gt=0)
+    """K for the final test accuracy."""
+    val_samples: int = Field(8, gt=0)
+    """K for the per-epoch validation accuracy (a progress signal, so cheaper than eval_samples)."""
+    val_fraction: float = Field(0.1, ge=0, lt=1)
+    """Share of the training split held out for per-epoch validation accuracy."""
+
+
+class Recipe(StrictModel):
+    """A defence: which posterior on which net, trained how, on which data."""
+
+    name: str
+    description: str = ""
+    dataset: str = "mnist5k"
+    seed: int = 0
+    net: NetSpec = NetSpec()
+    posterior: dict[str, Any]
+    """`kind` (a registered posterior) plus that posterior's options, validated by its `Options` model."""
+    train: TrainSpec = TrainSpec()
+
+    @field_validator("posterior")
+    @classmethod
+    def _check_posterior(cls, table: dict[str, Any]) -> dict[str, Any]:
+        from robusthyper.posteriors import posterior_options
+
+        posterior_options(table)  # raises a ValueError naming the bad key
+        return table
+
+    @property
+    def posterior_kind(self) -> str:
+        return str(self.posterior["kind"])
+
+
+def format_validation_error(err: ValidationError, source: str) -> str:
+    """One line: where, which key, what is wrong, and the value given."""
+    first = err.errors()[0]
+    loc = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        return f"{source}: unknown key '{loc}'; remove it or fix its spelling"
+    if first["type"] == "missing":
+        return f"{source}: required key '{loc}' is missing; add it"
+    if first["type"] == "value_error":
+        return f"{source}: [{loc}] {msg.removeprefix('Value error, ')}"
+    given = first.get("input")
+    more = f" ({len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+    return f"{source}: key '{loc}' = {given!r} is invalid: {msg}{more}"
+
+
+def recipe_search_dirs() -> list[Path]:
+    """Where recipe names resolve: ./defenses first (the user's own), then the project's defenses/."""
+    project = Path(__file__).resolve().parent.parent / RECIPE_DIRNAME
+    dirs = [Path.cwd() / RECIPE_DIRNAME, project]
+    return list(dict.fromkeys(d.resolve() for d in dirs))
+
+
+def available_recipes() -> list[str]:
+    return sorted({p.stem for d in recipe_search_dirs() if d.is_dir() for p in d.glob("*.toml")})
+
+
+def find_recipe(name_or_path: str) -> Path:
+    """A path to a TOML file, or a recipe name looked up in the recipe directories."""
+    as_path = Path(name_or_path)
+    if as_path.suffix == ".toml" or as_path.parent != Path("."):
+        if not as_path.is_file():
+            raise UserError(f"recipe file '{name_or_path}' does not exist; check the path")
+        return as_path
+    for directory in recipe_search_dirs():
+        candidate = directory / f"{name_or_path}.toml"
+        if candidate.is_file():
+            return candidate
+    known = ", ".join(available_recipes()) or "none found"
+    raise UserError(f"unknown recipe '{name_or_path}'; known recipes: {known} (or pass a path to a .toml)")
+
+
+def parse_recipe(data: dict[str, Any], source: str, default_name: str) -> Recipe:
+    data = {"name": default_name, **data}
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, source)) from None
+
+
+def load_recipe(name_or_path: str) -> Recipe:
+    """Load and validate a recipe by name (`defenses/<name>.toml`) or path."""
+    path = find_recipe(name_or_path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: malformed TOML ({err}); fix the syntax") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: cannot read ({err})") from None
+    return parse_recipe(data, str(path), path.stem)

@@ -1,0 +1,70 @@
+"""The `Posterior` interface: a distribution over a primary net's parameters that can be sampled K at a time.
+
+A posterior owns its primary net. `sample_params(k, generator)` returns a dict keyed like the net's
+`named_parameters()`, each `[K, *shape]` (only the sampled ones; the rest are shared point estimates), and
+`logits(x, k, generator)` evaluates K samples in one call through `functional_logits`. Posteriors whose samples
+share weights (MC dropout, BHN) override `logits` with faster paths that must equal the plain one.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from pydantic import BaseModel
+from torch import Tensor, nn
+
+from robusthyper.config import NetSpec, StrictModel
+from robusthyper.data import DatasetInfo
+from robusthyper.nets import build_net, functional_logits
+
+
+class NoOptions(StrictModel):
+    """A posterior without options of its own."""
+
+
+class Posterior(nn.Module):
+    """Base class; subclasses set `kind`, `Options`, and implement `sample_params` (and `kl` if any)."""
+
+    kind: ClassVar[str]
+    Options: ClassVar[type[BaseModel]] = NoOptions
+    stochastic: ClassVar[bool] = True
+    """False only for a point estimate, whose K samples are all the same."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    @classmethod
+    def build_net(cls, spec: NetSpec, info: DatasetInfo, options: Any) -> nn.Module:
+        """The primary net this posterior needs (MC dropout adds dropout, BHN weight normalisation)."""
+        return build_net(
+            spec.arch, info.input_shape, info.num_classes, info.mean, info.std, widths=spec.widths
+        )
+
+    @classmethod
+    def from_spec(cls, spec: NetSpec, info: DatasetInfo, options: Any) -> Posterior:
+        return cls(cls.build_net(spec, info, options), options)
+
+    def sample_params(self, k: int, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """K samples of the stochastic parameters, `{name: [K, *shape]}` (empty when none are sampled)."""
+        return {}
+
+    def kl(self, params: dict[str, Tensor] | None = None) -> Tensor:
+        """KL(q || prior) of the whole posterior (exact, or estimated from `params` when it needs samples)."""
+        return torch.zeros((), device=self.device)
+
+    def logits(self, x: Tensor, k: int, generator: torch.Generator | None = None) -> Tensor:
+        """`[K, B, C]` logits of K fresh posterior samples on inputs `x` `[B, ...]`."""
+        return functional_logits(self.net, self.sample_params(k, generator), x, k=k, generator=generator)
+
+    def elbo_terms(
+        self, x: Tensor, k: int, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Logits `[K, B, C]` and the KL term, from the same samples (sample-based KL estimators need them)."""
+        params = self.sample_params(k, generator)
+        return functional_logits(self.net, params, x, k=k, generator=generator), self.kl(params)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
