@@ -27,7 +27,7 @@ class NetSpec(StrictModel):
     """The primary net."""
 
     arch: Literal["mlp", "lenet5", "cifar-cnn"] = "lenet5"
-    widths: tuple[Annotated[int, Field(gt=0)], ...] = (800,)
+    widths: list[Annotated[int, Field(gt=0)]] = [800]
     """Hidden widths of the MLP (ignored by the conv nets)."""
 
 

@@ -1,0 +1,271 @@
+"""The stochastic ensemble: a posterior as the Bayesian-model-average classifier that attacks see.
+
+`StochasticEnsemble(posterior, k)` is an `nn.Module` whose `forward(x)` returns log p̄(y|x) `[B, C]`, the log of
+the mean softmax over K *fresh* posterior samples (METHODS.md §4). Because EOT lives inside the module, every
+tool that differentiates it (ART's FGSM, PGD, APGD, torchattacks) attacks the deployed predictor, with a fresh
+set of K samples at every step.
+
+`StochasticClassifier` is ART's `PyTorchClassifier` around the ensemble (`clip_values=(0, 1)`), with one of two
+EOT gradient estimators, named in every result:
+
+- `bma` (default): the gradient of the loss of the mean, CE(log p̄, y). Cross-entropy applied to log p̄ equals
+  its NLL (log-softmax is the identity on normalised log-probabilities), so ART, torchattacks and APGD-CE all
+  take this gradient through the module alone.
+- `mean-loss`: the mean of per-sample losses, mean_k CE(f_k, y), as torchattacks' EOTPGD and AutoAttack's
+  `eot_iter` estimate it. It needs the K per-sample outputs, so it overrides `loss_gradient` and `compute_loss`.
+  ART's `AutoProjectedGradientDescent(loss_type=...)` rebuilds a plain estimator around `estimator.model`
+  and would bypass these overrides; `robusthyper.attacks.apgd` therefore passes `loss_type=None` and builds
+  this estimator with the loss it needs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from enum import Enum
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from robusthyper.metrics import log_predictive
+from robusthyper.posteriors.base import Posterior
+
+DEFAULT_MAX_ROWS = 8192
+"""Largest K·B evaluated in one posterior call when gradients are off (bounds memory of big K_eval)."""
+
+
+class EotMode(str, Enum):
+    """How the attack gradient of a stochastic model is estimated from K samples per step."""
+
+    BMA = "bma"
+    """Gradient of the loss of the Bayesian model average, CE(log mean_k p_k, y) (the deployed predictor)."""
+    MEAN_LOSS = "mean-loss"
+    """Mean of the K per-sample losses, mean_k CE(f_k, y) (torchattacks' EOTPGD, AutoAttack's eot_iter)."""
+
+
+class StochasticEnsemble(nn.Module):
+    """log p̄ over K fresh posterior samples: `forward(x [B, ...]) -> [B, C]`.
+
+    Args:
+        posterior: any registered `Posterior` (or `ModulePosterior` around a user's stochastic module).
+        k: samples per forward pass; a point estimate (`posterior.stochastic` False) always uses 1.
+        generator: drives posterior sampling; tools such as torchattacks reseed the global RNG, so the
+            ensemble never samples from it. Default: a new generator seeded with 0 on the posterior's device.
+        max_rows: largest K·B per posterior call without gradients (K is chunked above it).
+
+    `train()`/`eval()` only flip this wrapper's flag: they never reach the posterior, so a tool that calls
+    `.eval()` (ART's `predict`, torchattacks) cannot switch MC dropout off, and the posterior keeps whatever
+    mode its owner set.
+    """
+
+    def __init__(
+        self,
+        posterior: Posterior,
+        k: int,
+        generator: torch.Generator | None = None,
+        max_rows: int = DEFAULT_MAX_ROWS,
+    ) -> None:
+        super().__init__()
+        if k <= 0:
+            raise ValueError(f"k={k} must be positive")
+        self.posterior = posterior
+        self.k = k if getattr(posterior, "stochastic", True) else 1
+        device = _device_of(posterior)
+        self.generator = generator or torch.Generator(device=device).manual_seed(0)
+        self.max_rows = max_rows
+
+    def train(self, mode: bool = True) -> StochasticEnsemble:
+        self.training = mode  # deliberately not recursive: see the class docstring
+        return self
+
+    def sample_logits(self, x: Tensor, k: int | None = None) -> Tensor:
+        """`[K, B, C]` logits of K fresh samples (one posterior call; chunked over K only without grad)."""
+        k = self.k if k is None else k
+        if torch.is_grad_enabled() or k * x.shape[0] <= self.max_rows:
+            return self.posterior.logits(x, k, self.generator)
+        step = max(1, self.max_rows // max(1, x.shape[0]))
+        chunks = [
+            self.posterior.logits(x, min(step, k - i), self.generator) for i in range(0, k, step)
+        ]
+        return torch.cat(chunks)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return log_predictive(self.sample_logits(x))
+
+
+class ModulePosterior(Posterior):
+    """Adapter: a user's own `nn.Module` (`x -> logits [B, C]`) as a posterior whose samples are K forward
+    passes. Randomness inside the module (dropout, sampled weights drawn from torch's RNG) comes from the
+    ensemble's generator through `rng_scope`. The module's train/eval mode is left as the user set it."""
+
+    kind = "module"
+
+    def __init__(self, module: nn.Module, stochastic: bool = True) -> None:
+        super().__init__(module)
+        self.stochastic = stochastic  # type: ignore[misc]  # instance override of the class default
+
+    def logits(self, x: Tensor, k: int, generator: torch.Generator | None = None) -> Tensor:
+        from robusthyper.nets import rng_scope
+
+        with rng_scope(generator, x.device):
+            if not self.stochastic:
+                out = self.net(x)
+                return out.unsqueeze(0).expand(k, *out.shape)
+            return torch.stack([self.net(x) for _ in range(k)])
+
+    @property
+    def device(self) -> torch.device:
+        return _device_of(self.net)
+
+
+def _device_of(module: nn.Module) -> torch.device:
+    for tensor in (*module.parameters(), *module.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+@contextmanager
+def frozen(module: nn.Module) -> Iterator[None]:
+    """Parameters with `requires_grad=False` for the duration: attacks need input gradients only, and ART's
+    `loss_gradient` would otherwise also compute every weight gradient (≈1.2× slower, FINDINGS.md)."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
+class DifferenceLogitsRatio(nn.Module):
+    """DLR loss (Croce & Hein 2020): -(z_y - max_{i≠y} z_i) / (z_π1 - z_π3), on index labels `[B]`.
+
+    Shift-invariant, so it gives the same value on logits and on log-probabilities. Vectorised (ART's own is a
+    Python loop over examples). `reduction` is an attribute because ART's `compute_loss` sets it.
+    """
+
+    def __init__(self, reduction: str = "mean") -> None:
+        super().__init__()
+        self.reduction = reduction
+
+    def forward(self, z: Tensor, y: Tensor) -> Tensor:
+        if y.ndim == 2:
+            y = y.argmax(dim=1)
+        z_sorted, _ = z.sort(dim=1, descending=True)
+        z_y = z.gather(1, y[:, None]).squeeze(1)
+        z_other = z.scatter(1, y[:, None], -math.inf).amax(dim=1)
+        loss = -(z_y - z_other) / (z_sorted[:, 0] - z_sorted[:, 2] + 1e-12)
+        return _reduce(loss, self.reduction)
+
+
+def _reduce(loss: Tensor, reduction: str) -> Tensor:
+    if reduction == "mean":
+        return loss.mean()
+    if reduction == "sum":
+        return loss.sum()
+    if reduction == "none":
+        return loss
+    raise ValueError(f"unknown reduction '{reduction}'")
+
+
+def _art_classifier_class() -> type:
+    from art.estimators.classification import PyTorchClassifier
+
+    class StochasticClassifier(PyTorchClassifier):
+        """ART estimator around a `StochasticEnsemble`; `eot` picks the EOT gradient estimator."""
+
+        def __init__(self, ensemble: StochasticEnsemble, eot: EotMode, loss: nn.Module, **kwargs: Any):
+            super().__init__(model=ensemble, loss=loss, **kwargs)
+            self.ensemble = ensemble
+            self.eot = EotMode(eot)
+
+        def _per_sample_loss(self, x: Tensor, y: Tensor, reduction: str) -> Tensor:
+            """mean_k loss(log_softmax(f_k(x)), y), reduced over the batch as asked."""
+            logits = self.ensemble.sample_logits(x)
+            k, b = logits.shape[:2]
+            previous = self._loss.reduction
+            self._loss.reduction = "none"
+            try:
+                per = self._loss(torch.log_softmax(logits, dim=-1).flatten(0, 1), y.repeat(k))
+            finally:
+                self._loss.reduction = previous
+            return _reduce(per.view(k, b).mean(dim=0), reduction)
+
+        def _labels(self, y: np.ndarray | Tensor) -> Tensor:
+            if isinstance(y, np.ndarray):
+                y = torch.from_numpy(y)
+            y = y.to(self._device)
+            return y.argmax(dim=1) if y.ndim == 2 else y.long()
+
+        def loss_gradient(self, x: np.ndarray | Tensor, y: np.ndarray | Tensor, training_mode: bool = False,
+                          **kwargs: Any) -> np.ndarray | Tensor:  # fmt: skip
+            if self.eot is EotMode.BMA:
+                return super().loss_gradient(x, y, training_mode=training_mode, **kwargs)
+            as_numpy = isinstance(x, np.ndarray)
+            x_t = torch.from_numpy(x) if as_numpy else x
+            x_grad = x_t.detach().clone().to(self._device).requires_grad_(True)
+            with torch.enable_grad():
+                loss = self._per_sample_loss(x_grad, self._labels(y), "mean")
+                (grad,) = torch.autograd.grad(loss, x_grad)
+            return grad.cpu().numpy() if as_numpy else grad
+
+        def compute_loss(self, x: np.ndarray | Tensor, y: np.ndarray | Tensor, reduction: str = "none",
+                         **kwargs: Any) -> np.ndarray | Tensor:  # fmt: skip
+            if self.eot is EotMode.BMA:
+                return super().compute_loss(x, y, reduction=reduction, **kwargs)
+            as_numpy = isinstance(x, np.ndarray)
+            x_t = (torch.from_numpy(x) if as_numpy else x).to(self._device)
+            with torch.no_grad():
+                loss = self._per_sample_loss(x_t, self._labels(y), reduction)
+            return loss.cpu().numpy() if as_numpy else loss
+
+    return StochasticClassifier
+
+
+_CLASSIFIER: type | None = None
+
+
+def art_classifier(
+    ensemble: StochasticEnsemble,
+    eot: EotMode | str = EotMode.BMA,
+    loss: nn.Module | None = None,
+    input_shape: tuple[int, ...] | None = None,
+    nb_classes: int | None = None,
+) -> Any:
+    """ART's `PyTorchClassifier` (subclass `StochasticClassifier`) around `ensemble`.
+
+    Args:
+        ensemble: the stochastic ensemble, on the device the attack runs on.
+        eot: `bma` or `mean-loss` (module docstring).
+        loss: the attack loss on the ensemble's outputs; default cross-entropy (= NLL of log p̄).
+        input_shape, nb_classes: default from the posterior's primary net on a probe input when omitted.
+    """
+    global _CLASSIFIER
+    if _CLASSIFIER is None:
+        _CLASSIFIER = _art_classifier_class()
+    device = _device_of(ensemble.posterior)
+    if input_shape is None or nb_classes is None:
+        raise ValueError("art_classifier needs input_shape and nb_classes")
+    return _CLASSIFIER(
+        ensemble,
+        EotMode(eot),
+        loss if loss is not None else nn.CrossEntropyLoss(),
+        input_shape=tuple(input_shape),
+        nb_classes=nb_classes,
+        clip_values=(0.0, 1.0),
+        device_type="gpu" if device.type == "cuda" else "cpu",
+    )
+
+
+__all__ = [
+    "DifferenceLogitsRatio",
+    "EotMode",
+    "ModulePosterior",
+    "StochasticEnsemble",
+    "art_classifier",
+    "frozen",
+]
