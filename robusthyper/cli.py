@@ -122,7 +122,7 @@ def train(
     if epochs is not None:
         overrides["train"] = recipe_obj.train.model_copy(update={"epochs": epochs})
     recipe_obj = recipe_obj.model_copy(update=overrides)
-    store_dir = model_store._writable_dir(Path(store or model_store.default_store()))  # fail before training
+    store_dir = model_store.ensure_writable(Path(store or model_store.default_store()))  # fail before training
     device_name = resolve_device(device)
     data = load_dataset(recipe_obj.dataset, data_dir, download=download)
     result = fit(recipe_obj, data, device=device_name, progress=False if quiet else None)
@@ -175,6 +175,181 @@ def data_list(data_dir: DataDirOpt = None) -> None:
             row["name"], "yes" if row["available"] else "no", str(row["source"]), row.get("note") or ""
         )
     Console(width=200).print(table)
+
+
+@app.command()
+@user_errors
+def attack(
+    model: Annotated[
+        list[str],
+        typer.Option(
+            "--model", "-m",
+            help="A recipe name (its latest checkpoint in the store), a checkpoint folder, or "
+            "module:factory returning a Posterior or a stochastic nn.Module. Repeatable.",
+        ),
+    ],
+    attack_name: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--attack", "-a",
+            help="fgsm, pgd, apgd-ce, apgd-dlr, square, or a preset (attacks/<name>.toml or a path). "
+            "Repeatable; several attacks also give the worst case per example. Default: pgd.",
+            show_default=False,
+        ),
+    ] = None,
+    eps: Annotated[
+        list[str] | None,
+        typer.Option("--eps", help="Perturbation budget, e.g. 0.1 or 8/255. Repeatable.", show_default=False),
+    ] = None,
+    norm: Annotated[str | None, typer.Option("--norm", help="linf (default) or l2.", show_default=False)] = None,
+    steps: Annotated[
+        int | None,
+        typer.Option("--steps", help="Iterations (queries for square); default per attack.", show_default=False),
+    ] = None,
+    step_size: Annotated[
+        float | None,
+        typer.Option("--step-size", help="Step size; default eps/4 for pgd, 2 eps for apgd.", show_default=False),
+    ] = None,
+    restarts: Annotated[
+        int | None, typer.Option("--restarts", help="Independent runs; worst case kept.", show_default=False)
+    ] = None,
+    random_init: Annotated[
+        bool | None,
+        typer.Option("--random-init/--no-random-init", help="Random start in the eps-ball.", show_default=False),
+    ] = None,
+    eot: Annotated[
+        str | None, typer.Option("--eot", help="EOT estimator: bma (default) or mean-loss.", show_default=False)
+    ] = None,
+    k_attack: Annotated[
+        int | None, typer.Option("--k-attack", help="Posterior samples per attack step (default 20).",
+                                 show_default=False)
+    ] = None,
+    k_eval: Annotated[
+        int | None, typer.Option("--k-eval", help="Posterior samples for evaluation (default 100).",
+                                 show_default=False)
+    ] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed of the run (default 0).", show_default=False)] = None,
+    n: Annotated[int, typer.Option("--n", help="Test examples evaluated (the first n).")] = 1000,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Examples per attack batch.")] = 128,
+    device: DeviceOpt = "auto",
+    store: StoreOpt = None,
+    data_dir: DataDirOpt = None,
+    dataset: Annotated[
+        str | None,
+        typer.Option("--dataset", help="Dataset for module:factory models (default mnist5k); checkpoints "
+                     "use their own.", show_default=False),
+    ] = None,
+    train_missing: Annotated[
+        bool, typer.Option("--train", help="Train a recipe whose checkpoint is missing, then attack it.")
+    ] = False,
+    out: Annotated[Path, typer.Option("--out", help="Folder for reports/<run-id>/.")] = Path("reports"),
+    run_id: Annotated[
+        str | None, typer.Option("--run-id", help="Report folder name (default: a UTC timestamp).",
+                                 show_default=False)
+    ] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Attack models with EOT and print clean and robust accuracy, NLL, entropy and mutual information."""
+    import time
+
+    from robusthyper.attacks import AttackName, expand, load_preset
+    from robusthyper.attacks.presets import is_preset_ref
+    from robusthyper.errors import CheckpointError
+    from robusthyper.evaluate import train_and_load
+
+    _setup_logging(quiet)
+    started = time.perf_counter()
+    # 1. Specs (cheap, and bad input must fail before anything is loaded or written).
+    flags = {"norm": norm, "steps": steps, "step_size": step_size, "restarts": restarts,
+             "random_init": random_init, "eot": eot, "k_attack": k_attack, "k_eval": k_eval, "seed": seed}  # fmt: skip
+    overrides: dict[str, Any] = {k: v for k, v in flags.items() if v is not None}
+    if eps:
+        overrides["eps"] = list(eps)
+    specs = []
+    known = [a.value for a in AttackName]
+    for ref in attack_name or ["pgd"]:
+        if ref.lower() in known:
+            specs += expand({"attack": ref.lower(), **overrides}, "command line")
+        elif is_preset_ref(ref):
+            specs += load_preset(ref, overrides)
+        else:
+            from robusthyper.attacks import available_presets
+
+            raise UserError(
+                f"unknown attack '{ref}'; known: {', '.join(known)}; presets: {', '.join(available_presets())}"
+            )
+    if n <= 0:
+        raise UserError(f"--n {n} must be positive")
+    if batch_size <= 0:
+        raise UserError(f"--batch-size {batch_size} must be positive")
+    device_name = resolve_device(device)
+
+    # 2. Models and data.
+    import torch
+
+    from robusthyper import store as model_store
+    from robusthyper.data import dataset_info, load_dataset
+    from robusthyper.evaluate import ModelUnderTest, is_factory_ref, load_factory, run, summary
+    from robusthyper.results import write_report
+
+    models: list[ModelUnderTest] = []
+    factories: list[str] = []
+    datasets: set[str] = set()
+    meta_models = []
+    for ref in model:
+        if is_factory_ref(ref):
+            factories.append(ref)
+            continue
+        try:
+            ckpt = model_store.load(ref, store, device_name)
+        except CheckpointError:
+            if not (train_missing and "/" not in ref and not Path(ref).exists()):
+                raise
+            ckpt = train_and_load(ref, store, data_dir, device_name, quiet)
+        datasets.add(str(ckpt.meta["dataset"]))
+        models.append(ModelUnderTest(Path(ref).name if Path(ref).exists() else ref, ckpt.posterior,
+                                     str(ckpt.path), str(ckpt.meta.get("posterior", ""))))  # fmt: skip
+        meta_models.append({"name": models[-1].name, "checkpoint": str(ckpt.path),
+                            "posterior": ckpt.meta.get("posterior"), "recipe": ckpt.meta.get("recipe")})  # fmt: skip
+    if factories:
+        datasets.add(dataset or (next(iter(datasets)) if datasets else "mnist5k"))
+    if len(datasets) > 1:
+        raise UserError(f"the models were trained on different datasets ({', '.join(sorted(datasets))}); "
+                        "attack them in separate runs")  # fmt: skip
+    dataset_name = next(iter(datasets))
+    info = dataset_info(dataset_name)
+    for ref in factories:
+        models.append(load_factory(ref, tuple(info.input_shape), device_name))
+        meta_models.append({"name": models[-1].name, "factory": ref, "posterior": models[-1].kind})
+    data = load_dataset(dataset_name, data_dir)
+    if n > len(data.test):
+        raise UserError(f"--n {n} is larger than the {dataset_name} test set ({len(data.test)} examples)")
+    from robusthyper.results import writable_root
+
+    writable_root(out)  # fail before the long run, not after it
+
+    # 3. Run, write, print.
+    torch.manual_seed(specs[0].seed)
+    evaluation = run(models, specs, data.test, dataset=dataset_name, n=n, batch_size=batch_size,
+                     progress=False if quiet else None)  # fmt: skip
+    seconds = time.perf_counter() - started
+    meta = {"command": "attack", "argv": sys.argv[1:], "device": device_name,
+            "device_name": torch.cuda.get_device_name() if device_name == "cuda" else "cpu",
+            "torch_threads": torch.get_num_threads(), "seconds": seconds, "models": meta_models,
+            "data_source": data.source, **evaluation.settings}  # fmt: skip
+    folder = write_report(evaluation.results, meta, out, run_id, evaluation.examples)
+    if not quiet:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=f"{dataset_name}, n={n}")
+        wide = summary(evaluation.results)
+        for column in wide.columns:
+            table.add_column(column, justify="left" if column in ("model", "attack", "norm", "eot") else "right")
+        for row in wide.itertuples(index=False):
+            table.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row))
+        Console(width=220).print(table)
+    typer.echo(f"wrote {folder} in {seconds:.1f} s")
 
 
 def main() -> None:

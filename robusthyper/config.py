@@ -69,6 +69,16 @@ class Recipe(StrictModel):
     """`kind` (a registered posterior) plus that posterior's options, validated by its `Options` model."""
     train: TrainSpec = TrainSpec()
 
+    @field_validator("dataset")
+    @classmethod
+    def _check_dataset(cls, name: str) -> str:
+        from robusthyper.data import parse_dataset_name
+
+        try:
+            return parse_dataset_name(name).value
+        except UserError as err:
+            raise ValueError(str(err)) from None
+
     @field_validator("posterior")
     @classmethod
     def _check_posterior(cls, table: dict[str, Any]) -> dict[str, Any]:

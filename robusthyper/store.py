@@ -70,7 +70,8 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _writable_dir(path: Path) -> Path:
+def ensure_writable(path: Path) -> Path:
+    """Create `path` if needed and prove it writable, or raise a `UserError` saying how to fix it."""
     try:
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=path):
@@ -90,7 +91,7 @@ def save(
     history: list[dict[str, float]] | None = None,
 ) -> Path:
     """Write a checkpoint atomically and return its folder."""
-    recipe_dir = _writable_dir(Path(store or default_store()) / recipe.name)
+    recipe_dir = ensure_writable(Path(store or default_store()) / recipe.name)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
     tmp = Path(tempfile.mkdtemp(prefix=".partial-", dir=recipe_dir))
     try:

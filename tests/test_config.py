@@ -65,3 +65,8 @@ def test_unknown_recipe_name_lists_the_known_ones() -> None:
         load_recipe("nope")
     with pytest.raises(UserError, match="does not exist"):
         load_recipe("nowhere/nope.toml")
+
+
+def test_unknown_dataset_in_a_recipe_is_named(tmp_path) -> None:
+    with pytest.raises(ConfigError, match=r"\[dataset\] unknown dataset 'imagenet': choose one of mnist5k"):
+        load_recipe(write(tmp_path, BASE.replace('"mnist5k"', '"imagenet"')))
