@@ -82,8 +82,10 @@ def resolve_device(device: str) -> str:
 
 
 def _setup_logging(quiet: bool) -> None:
+    """Per-epoch log lines for logs (CI, files); on a terminal the progress bar shows the same figures."""
+    verbose = not quiet and not sys.stderr.isatty()
     logging.basicConfig(
-        level=logging.WARNING if quiet else logging.INFO, format="%(message)s", stream=sys.stderr
+        level=logging.INFO if verbose else logging.WARNING, format="%(message)s", stream=sys.stderr
     )
 
 
@@ -122,7 +124,9 @@ def train(
     if epochs is not None:
         overrides["train"] = recipe_obj.train.model_copy(update={"epochs": epochs})
     recipe_obj = recipe_obj.model_copy(update=overrides)
-    store_dir = model_store.ensure_writable(Path(store or model_store.default_store()))  # fail before training
+    store_dir = model_store.ensure_writable(
+        Path(store or model_store.default_store())
+    )  # fail before training
     device_name = resolve_device(device)
     data = load_dataset(recipe_obj.dataset, data_dir, download=download)
     result = fit(recipe_obj, data, device=device_name, progress=False if quiet else None)
@@ -183,7 +187,8 @@ def attack(
     model: Annotated[
         list[str],
         typer.Option(
-            "--model", "-m",
+            "--model",
+            "-m",
             help="A recipe name (its latest checkpoint in the store), a checkpoint folder, or "
             "module:factory returning a Posterior or a stochastic nn.Module. Repeatable.",
         ),
@@ -191,7 +196,8 @@ def attack(
     attack_name: Annotated[
         list[str] | None,
         typer.Option(
-            "--attack", "-a",
+            "--attack",
+            "-a",
             help="fgsm, pgd, apgd-ce, apgd-dlr, square, or a preset (attacks/<name>.toml or a path). "
             "Repeatable; several attacks also give the worst case per example. Default: pgd.",
             show_default=False,
@@ -201,34 +207,47 @@ def attack(
         list[str] | None,
         typer.Option("--eps", help="Perturbation budget, e.g. 0.1 or 8/255. Repeatable.", show_default=False),
     ] = None,
-    norm: Annotated[str | None, typer.Option("--norm", help="linf (default) or l2.", show_default=False)] = None,
+    norm: Annotated[
+        str | None, typer.Option("--norm", help="linf (default) or l2.", show_default=False)
+    ] = None,
     steps: Annotated[
         int | None,
-        typer.Option("--steps", help="Iterations (queries for square); default per attack.", show_default=False),
+        typer.Option(
+            "--steps", help="Iterations (queries for square); default per attack.", show_default=False
+        ),
     ] = None,
     step_size: Annotated[
         float | None,
-        typer.Option("--step-size", help="Step size; default eps/4 for pgd, 2 eps for apgd.", show_default=False),
+        typer.Option(
+            "--step-size", help="Step size; default eps/4 for pgd, 2 eps for apgd.", show_default=False
+        ),
     ] = None,
     restarts: Annotated[
         int | None, typer.Option("--restarts", help="Independent runs; worst case kept.", show_default=False)
     ] = None,
     random_init: Annotated[
         bool | None,
-        typer.Option("--random-init/--no-random-init", help="Random start in the eps-ball.", show_default=False),
+        typer.Option(
+            "--random-init/--no-random-init", help="Random start in the eps-ball.", show_default=False
+        ),
     ] = None,
     eot: Annotated[
-        str | None, typer.Option("--eot", help="EOT estimator: bma (default) or mean-loss.", show_default=False)
+        str | None,
+        typer.Option("--eot", help="EOT estimator: bma (default) or mean-loss.", show_default=False),
     ] = None,
     k_attack: Annotated[
-        int | None, typer.Option("--k-attack", help="Posterior samples per attack step (default 20).",
-                                 show_default=False)
+        int | None,
+        typer.Option(
+            "--k-attack", help="Posterior samples per attack step (default 20).", show_default=False
+        ),
     ] = None,
     k_eval: Annotated[
-        int | None, typer.Option("--k-eval", help="Posterior samples for evaluation (default 100).",
-                                 show_default=False)
+        int | None,
+        typer.Option("--k-eval", help="Posterior samples for evaluation (default 100).", show_default=False),
     ] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="Seed of the run (default 0).", show_default=False)] = None,
+    seed: Annotated[
+        int | None, typer.Option("--seed", help="Seed of the run (default 0).", show_default=False)
+    ] = None,
     n: Annotated[int, typer.Option("--n", help="Test examples evaluated (the first n).")] = 1000,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Examples per attack batch.")] = 128,
     device: DeviceOpt = "auto",
@@ -236,16 +255,19 @@ def attack(
     data_dir: DataDirOpt = None,
     dataset: Annotated[
         str | None,
-        typer.Option("--dataset", help="Dataset for module:factory models (default mnist5k); checkpoints "
-                     "use their own.", show_default=False),
+        typer.Option(
+            "--dataset",
+            help="Dataset for module:factory models (default mnist5k); checkpoints use their own.",
+            show_default=False,
+        ),
     ] = None,
     train_missing: Annotated[
         bool, typer.Option("--train", help="Train a recipe whose checkpoint is missing, then attack it.")
     ] = False,
     out: Annotated[Path, typer.Option("--out", help="Folder for reports/<run-id>/.")] = Path("reports"),
     run_id: Annotated[
-        str | None, typer.Option("--run-id", help="Report folder name (default: a UTC timestamp).",
-                                 show_default=False)
+        str | None,
+        typer.Option("--run-id", help="Report folder name (default: a UTC timestamp).", show_default=False),
     ] = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -345,7 +367,9 @@ def attack(
         table = Table(title=f"{dataset_name}, n={n}")
         wide = summary(evaluation.results)
         for column in wide.columns:
-            table.add_column(column, justify="left" if column in ("model", "attack", "norm", "eot") else "right")
+            table.add_column(
+                column, justify="left" if column in ("model", "attack", "norm", "eot") else "right"
+            )
         for row in wide.itertuples(index=False):
             table.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row))
         Console(width=220).print(table)

@@ -129,7 +129,8 @@ def fit(
                 row["val_accuracy"] = evaluate_accuracy(posterior, val_split, spec.val_samples, generator)
             history.append(row)
             bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k != "epoch"})
-            log.info("epoch %d: %s", epoch + 1, row)
+            log.info("%s epoch %d/%d: %s", recipe.name, epoch + 1, spec.epochs,
+                     " ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch"))  # fmt: skip
 
     train_seconds = time.perf_counter() - started
     posterior.eval()

@@ -39,7 +39,11 @@ if [ ! -f "$RH_VENV/.complete" ]; then
 fi
 
 # Point the shared venv at *this* checkout (seconds; no dependency resolution).
-"$RH_VENV/bin/python" -m pip --disable-pip-version-check -q install --no-deps --no-build-isolation -e "$RH_ROOT" >/dev/null
+if ! out=$("$RH_VENV/bin/python" -m pip --disable-pip-version-check -q install --no-deps --no-build-isolation \
+           -e "$RH_ROOT" 2>&1); then
+    echo "$out" >&2
+    exit 1
+fi
 
 # shellcheck disable=SC1091
 source "$RH_VENV/bin/activate"
