@@ -24,7 +24,9 @@ def knn_kl(samples: Tensor, prior_samples: Tensor) -> Tensor:
         A scalar estimate (it can be negative at small n).
     """
     if samples.ndim != 2 or prior_samples.ndim != 2 or samples.shape[1] != prior_samples.shape[1]:
-        raise ValueError(f"need [n, d] and [m, d] samples, got {tuple(samples.shape)} and {tuple(prior_samples.shape)}")
+        raise ValueError(
+            f"need [n, d] and [m, d] samples, got {tuple(samples.shape)} and {tuple(prior_samples.shape)}"
+        )
     n, d = samples.shape
     m = prior_samples.shape[0]
     if n < 2 or m < 1:

@@ -11,6 +11,8 @@ from robusthyper.config import Recipe
 from robusthyper.data import DatasetInfo
 from robusthyper.posteriors.base import Posterior
 from robusthyper.posteriors.bbb import BayesByBackprop
+from robusthyper.posteriors.bbh import BayesByHypernet
+from robusthyper.posteriors.bhn import BayesianHypernetwork
 from robusthyper.posteriors.det import PointEstimate
 from robusthyper.posteriors.mcd import MCDropout
 
@@ -24,12 +26,18 @@ class PosteriorKind(str, Enum):
     """MC dropout: dropout masks as posterior samples."""
     BBB = "bbb"
     """Bayes by Backprop: mean-field Gaussian over every weight."""
+    BHN = "bhn"
+    """Bayesian hypernetwork: a normalizing flow over the weight-norm scales."""
+    BBH = "bbh"
+    """Bayes by Hypernet: generator MLPs of the weights (or scales), kNN KL estimate."""
 
 
 POSTERIORS: dict[PosteriorKind, type[Posterior]] = {
     PosteriorKind.DET: PointEstimate,
     PosteriorKind.MCD: MCDropout,
     PosteriorKind.BBB: BayesByBackprop,
+    PosteriorKind.BHN: BayesianHypernetwork,
+    PosteriorKind.BBH: BayesByHypernet,
 }
 
 
