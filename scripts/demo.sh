@@ -4,7 +4,7 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 cd "$RH_ROOT"
-for recipe in det mcd bbb; do
+for recipe in det mcd bbb bhn bbh; do
     robusthyper train "$recipe" "$@"
 done
 robusthyper models
