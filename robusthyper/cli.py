@@ -232,13 +232,17 @@ def attack(
         ),
     ] = None,
     eot: Annotated[
-        str | None,
-        typer.Option("--eot", help="EOT estimator: bma (default) or mean-loss.", show_default=False),
+        list[str] | None,
+        typer.Option(
+            "--eot", help="EOT estimator: bma (default) or mean-loss. Repeatable.", show_default=False
+        ),
     ] = None,
     k_attack: Annotated[
-        int | None,
+        list[int] | None,
         typer.Option(
-            "--k-attack", help="Posterior samples per attack step (default 20).", show_default=False
+            "--k-attack",
+            help="Posterior samples per attack step (default 20). Repeatable: one run per value.",
+            show_default=False,
         ),
     ] = None,
     k_eval: Annotated[
@@ -276,30 +280,36 @@ def attack(
 
     from robusthyper.attacks import AttackName, expand, load_preset
     from robusthyper.attacks.presets import is_preset_ref
+    from robusthyper.attacks.spec import applicable
     from robusthyper.errors import CheckpointError
     from robusthyper.evaluate import train_and_load
 
     _setup_logging(quiet)
+    logging.getLogger("art").setLevel(logging.WARNING)  # ART logs every batch's success rate at INFO
     started = time.perf_counter()
     # 1. Specs (cheap, and bad input must fail before anything is loaded or written).
     flags = {"norm": norm, "steps": steps, "step_size": step_size, "restarts": restarts,
-             "random_init": random_init, "eot": eot, "k_attack": k_attack, "k_eval": k_eval, "seed": seed}  # fmt: skip
-    overrides: dict[str, Any] = {k: v for k, v in flags.items() if v is not None}
+             "random_init": random_init, "k_eval": k_eval, "seed": seed}  # fmt: skip
+    common: dict[str, Any] = {k: v for k, v in flags.items() if v is not None}
     if eps:
-        overrides["eps"] = list(eps)
+        common["eps"] = list(eps)
     specs = []
     known = [a.value for a in AttackName]
     for ref in attack_name or ["pgd"]:
-        if ref.lower() in known:
-            specs += expand({"attack": ref.lower(), **overrides}, "command line")
-        elif is_preset_ref(ref):
-            specs += load_preset(ref, overrides)
-        else:
+        if ref.lower() not in known and not is_preset_ref(ref):
             from robusthyper.attacks import available_presets
 
             raise UserError(
                 f"unknown attack '{ref}'; known: {', '.join(known)}; presets: {', '.join(available_presets())}"
             )
+        for k_value in k_attack or [None]:
+            for eot_value in eot or [None]:
+                extra = {"k_attack": k_value, "eot": eot_value}
+                overrides = {**common, **{k: v for k, v in extra.items() if v is not None}}
+                if ref.lower() in known:
+                    specs += expand({"attack": ref.lower(), **applicable(ref, overrides)}, "command line")
+                else:
+                    specs += load_preset(ref, overrides)
     if n <= 0:
         raise UserError(f"--n {n} must be positive")
     if batch_size <= 0:
@@ -329,8 +339,10 @@ def attack(
                 raise
             ckpt = train_and_load(ref, store, data_dir, device_name, quiet)
         datasets.add(str(ckpt.meta["dataset"]))
-        models.append(ModelUnderTest(Path(ref).name if Path(ref).exists() else ref, ckpt.posterior,
-                                     str(ckpt.path), str(ckpt.meta.get("posterior", ""))))  # fmt: skip
+        name = str(ckpt.meta.get("recipe", {}).get("name", ref)) if Path(ref).exists() else ref
+        models.append(
+            ModelUnderTest(name, ckpt.posterior, str(ckpt.path), str(ckpt.meta.get("posterior", "")))
+        )
         meta_models.append({"name": models[-1].name, "checkpoint": str(ckpt.path),
                             "posterior": ckpt.meta.get("posterior"), "recipe": ckpt.meta.get("recipe")})  # fmt: skip
     if factories:
@@ -348,6 +360,8 @@ def attack(
         raise UserError(f"--n {n} is larger than the {dataset_name} test set ({len(data.test)} examples)")
     from robusthyper.results import writable_root
 
+    if run_id is not None and (out / run_id).exists():
+        raise UserError(f"report folder '{out / run_id}' already exists; pass another --run-id")
     writable_root(out)  # fail before the long run, not after it
 
     # 3. Run, write, print.
@@ -374,6 +388,32 @@ def attack(
             table.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row))
         Console(width=220).print(table)
     typer.echo(f"wrote {folder} in {seconds:.1f} s")
+
+
+@app.command()
+@user_errors
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="Run folder, e.g. reports/<run-id>.")],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Path of the page, or a folder for <folder>/index.html (default: in the "
+            "run folder). Figures go to figures/ beside it.",
+            show_default=False,
+        ),
+    ] = None,
+    title: Annotated[
+        str | None, typer.Option("--title", help="Page title (default: the run id).", show_default=False)
+    ] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Write a run's self-contained HTML report (plots of accuracy and uncertainty vs eps) and print its path."""
+    from robusthyper.report import build
+
+    _setup_logging(quiet)
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)
+    typer.echo(str(build(run_dir, out, title=title)))
 
 
 def main() -> None:

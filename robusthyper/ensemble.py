@@ -35,6 +35,8 @@ from robusthyper.posteriors.base import Posterior
 
 DEFAULT_MAX_ROWS = 8192
 """Largest K·B evaluated in one posterior call when gradients are off (bounds memory of big K_eval)."""
+DEFAULT_MAX_ROWS_GRAD = 640
+"""Largest K·B per posterior call in an attack step (measured fastest on a 2-core CPU; see sample_logits)."""
 
 
 class EotMode(str, Enum):
@@ -55,6 +57,7 @@ class StochasticEnsemble(nn.Module):
         generator: drives posterior sampling; tools such as torchattacks reseed the global RNG, so the
             ensemble never samples from it. Default: a new generator seeded with 0 on the posterior's device.
         max_rows: largest K·B per posterior call without gradients (K is chunked above it).
+        max_rows_grad: largest K·B per posterior call with gradients (the batch is chunked above it).
 
     `train()`/`eval()` only flip this wrapper's flag: they never reach the posterior, so a tool that calls
     `.eval()` (ART's `predict`, torchattacks) cannot switch MC dropout off, and the posterior keeps whatever
@@ -67,6 +70,7 @@ class StochasticEnsemble(nn.Module):
         k: int,
         generator: torch.Generator | None = None,
         max_rows: int = DEFAULT_MAX_ROWS,
+        max_rows_grad: int = DEFAULT_MAX_ROWS_GRAD,
     ) -> None:
         super().__init__()
         if k <= 0:
@@ -76,21 +80,34 @@ class StochasticEnsemble(nn.Module):
         device = _device_of(posterior)
         self.generator = generator or torch.Generator(device=device).manual_seed(0)
         self.max_rows = max_rows
+        self.max_rows_grad = max_rows_grad
 
     def train(self, mode: bool = True) -> StochasticEnsemble:
         self.training = mode  # deliberately not recursive: see the class docstring
         return self
 
     def sample_logits(self, x: Tensor, k: int | None = None) -> Tensor:
-        """`[K, B, C]` logits of K fresh samples (one posterior call; chunked over K only without grad)."""
+        """`[K, B, C]` logits of K fresh samples, evaluated in pieces of at most `max_rows` K·B rows.
+
+        With gradients (an attack step) the batch is split into micro-batches of K·b <= `max_rows_grad` rows,
+        each with its own fresh samples: on a 2-core CPU a vmap over 20 sampled LeNets ran 1.35x faster at
+        640 rows than at 2,560, and shared-trunk posteriors (MC dropout) are unaffected. Without gradients
+        (evaluation with large K) K is split instead, so shared layers still run once per chunk.
+        """
         k = self.k if k is None else k
-        if torch.is_grad_enabled() or k * x.shape[0] <= self.max_rows:
+        batch = x.shape[0]
+        if torch.is_grad_enabled():
+            if k * batch <= self.max_rows_grad or batch == 1:
+                return self.posterior.logits(x, k, self.generator)
+            step = max(1, self.max_rows_grad // k)
+            parts = [self.posterior.logits(x[i : i + step], k, self.generator) for i in range(0, batch, step)]
+            return torch.cat(parts, dim=1)
+        if k * batch <= self.max_rows:
             return self.posterior.logits(x, k, self.generator)
-        step = max(1, self.max_rows // max(1, x.shape[0]))
-        chunks = [
-            self.posterior.logits(x, min(step, k - i), self.generator) for i in range(0, k, step)
-        ]
-        return torch.cat(chunks)
+        step = max(1, self.max_rows // max(1, batch))
+        return torch.cat(
+            [self.posterior.logits(x, min(step, k - i), self.generator) for i in range(0, k, step)]
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         return log_predictive(self.sample_logits(x))

@@ -46,7 +46,10 @@ def test_recipe_from_a_path(tmp_path) -> None:
         (BASE.replace('arch = "lenet5"', 'arch = "resnet"'), r"key 'net.arch' = 'resnet'"),
         (BASE.replace("epochs = 2", 'epochs = "2"'), r"key 'train.epochs' = '2'"),
         (BASE.replace("epochs = 2", "epochs = -1"), r"key 'train.epochs' = -1"),
-        (BASE.replace('kind = "bbb"', 'kind = "bbb"\nprior_sigma = -1.0'), r"\[posterior\] 'prior_sigma' = -1.0"),
+        (
+            BASE.replace('kind = "bbb"', 'kind = "bbb"\nprior_sigma = -1.0'),
+            r"\[posterior\] 'prior_sigma' = -1.0",
+        ),
         (BASE.replace('kind = "bbb"', 'kind = "bbb"\np = 0.5'), r"unknown key 'p' for posterior 'bbb'"),
         (BASE.replace('kind = "bbb"', 'kind = "vae"'), r"unknown posterior kind 'vae'"),
         (BASE.replace('kind = "bbb"', ""), r"needs a 'kind'"),

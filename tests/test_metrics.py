@@ -23,7 +23,9 @@ def test_identical_samples_have_zero_mutual_information() -> None:
 
 
 def test_uniform_predictions_have_entropy_log_c() -> None:
-    torch.testing.assert_close(metrics.predictive_entropy(torch.zeros(3, 4, 10)), torch.full((4,), math.log(10)))
+    torch.testing.assert_close(
+        metrics.predictive_entropy(torch.zeros(3, 4, 10)), torch.full((4,), math.log(10))
+    )
 
 
 def test_mutual_information_of_disagreeing_certain_samples_is_log_k() -> None:
@@ -31,7 +33,9 @@ def test_mutual_information_of_disagreeing_certain_samples_is_log_k() -> None:
     logits = torch.full((4, 1, 4), -50.0)
     for k in range(4):
         logits[k, 0, k] = 50.0
-    torch.testing.assert_close(metrics.mutual_information(logits), torch.tensor([math.log(4)]), atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        metrics.mutual_information(logits), torch.tensor([math.log(4)]), atol=1e-5, rtol=0
+    )
 
 
 def test_entropy_and_mi_by_brute_force() -> None:
@@ -73,7 +77,9 @@ def test_reliability_bins_reproduce_torchmetrics_ece() -> None:
     labels = torch.randint(0, 5, (500,), generator=g)
     bins = metrics.reliability_bins(probs.log(), labels, n_bins=10)
     ece = (bins["count"] * (bins["accuracy"] - bins["confidence"]).abs()).sum() / 500
-    assert float(ece) == pytest.approx(metrics.expected_calibration_error(probs.log(), labels, n_bins=10), abs=1e-5)
+    assert float(ece) == pytest.approx(
+        metrics.expected_calibration_error(probs.log(), labels, n_bins=10), abs=1e-5
+    )
     assert int(bins["count"].sum()) == 500
 
 

@@ -88,7 +88,9 @@ def test_checkpoint_round_trip_gives_identical_predictions(kind: str, tmp_path) 
     path = store.save(posterior, tiny_recipe(kind), {"test_accuracy": 0.5}, tmp_path)
     loaded = store.load(path).posterior
     with torch.no_grad():
-        torch.testing.assert_close(loaded.logits(X, 3, gen(3)), posterior.eval().logits(X, 3, gen(3)), rtol=0, atol=0)
+        torch.testing.assert_close(
+            loaded.logits(X, 3, gen(3)), posterior.eval().logits(X, 3, gen(3)), rtol=0, atol=0
+        )
 
 
 SAMPLING_KINDS = [k for k in ALL_KINDS if tiny_posterior(k).sample_params(1, gen())]
@@ -116,7 +118,9 @@ def test_bbb_kl_matches_torch_distributions() -> None:
             rho.copy_(torch.randn_like(rho))
     prior = Normal(0.0, posterior.options.prior_sigma)
     expected = sum(
-        kl_divergence(Normal(mu, torch.nn.functional.softplus(posterior.rho[n.replace(".", "__")])), prior).sum()
+        kl_divergence(
+            Normal(mu, torch.nn.functional.softplus(posterior.rho[n.replace(".", "__")])), prior
+        ).sum()
         for n, mu in posterior.net.named_parameters()
     )
     torch.testing.assert_close(posterior.kl(), expected)
@@ -130,7 +134,9 @@ def test_bbb_kl_with_a_non_unit_prior() -> None:
     posterior = build_posterior(recipe, dataset_info("mnist5k"))
     prior = Normal(0.0, 0.3)
     expected = sum(
-        kl_divergence(Normal(mu, torch.nn.functional.softplus(posterior.rho[n.replace(".", "__")])), prior).sum()
+        kl_divergence(
+            Normal(mu, torch.nn.functional.softplus(posterior.rho[n.replace(".", "__")])), prior
+        ).sum()
         for n, mu in posterior.net.named_parameters()
     )
     torch.testing.assert_close(posterior.kl(), expected)

@@ -24,7 +24,9 @@ def test_save_writes_weights_and_meta_and_nothing_partial(saved) -> None:
     root, path = saved
     assert sorted(p.name for p in path.iterdir()) == [store.META, store.WEIGHTS]
     meta = json.loads((path / store.META).read_text())
-    assert meta["recipe"]["name"] == "tiny-bbb" and meta["posterior"] == "bbb" and meta["dataset"] == "mnist5k"
+    assert (
+        meta["recipe"]["name"] == "tiny-bbb" and meta["posterior"] == "bbb" and meta["dataset"] == "mnist5k"
+    )
     assert meta["metrics"]["test_accuracy"] == 0.9 and "torch" in meta["versions"]
     assert not [p for p in (root / "tiny-bbb").iterdir() if p.name.startswith(".")]
 

@@ -50,4 +50,6 @@ def test_training_is_reproducible(small_mnist) -> None:
 def test_evaluate_accuracy_uses_one_sample_for_a_point_estimate(small_mnist) -> None:
     posterior = fit(tiny_recipe("det", epochs=1), small_mnist, progress=False).posterior
     g = torch.Generator().manual_seed(0)
-    assert evaluate_accuracy(posterior, small_mnist.test, 50, g) == evaluate_accuracy(posterior, small_mnist.test, 1, g)
+    assert evaluate_accuracy(posterior, small_mnist.test, 50, g) == evaluate_accuracy(
+        posterior, small_mnist.test, 1, g
+    )

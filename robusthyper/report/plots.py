@@ -1,0 +1,205 @@
+"""The report's figures: seaborn line plots drawn on Agg canvases, returned as PNG and SVG bytes.
+
+Figures are built with `matplotlib.figure.Figure` and an explicit `FigureCanvasAgg`, never through pyplot:
+the report neither switches the caller's backend (a notebook keeps its own) nor leaves figures open in
+pyplot's global registry. Every model keeps one colour across all figures.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from robusthyper.report import data as d
+
+PANEL_W, PANEL_H = 4.3, 3.2
+MAX_COLS = 3
+DPI = 110
+
+
+@dataclass
+class Plot:
+    """One figure: `name` (file stem), title and caption for the page, PNG and SVG bytes."""
+
+    name: str
+    title: str
+    caption: str
+    png: bytes
+    svg: bytes
+
+
+def palette(models: Sequence[str]) -> dict[str, Any]:
+    return dict(zip(models, sns.color_palette("colorblind", max(len(models), 1)), strict=False))
+
+
+def _figure(n_panels: int, n_rows_per: int = 1) -> tuple[Figure, np.ndarray]:
+    cols = min(n_panels, MAX_COLS)
+    rows = math.ceil(n_panels / cols) * n_rows_per
+    fig = Figure(figsize=(PANEL_W * cols + 1.8, PANEL_H * rows + 0.6), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = np.atleast_2d(fig.subplots(rows, cols, squeeze=False))
+    return fig, axes
+
+
+def _finish(
+    fig: Figure,
+    axes: np.ndarray,
+    used: int,
+    name: str,
+    title: str,
+    caption: str,
+    legend_title: str | None = None,
+) -> Plot:
+    flat = axes.ravel()
+    for ax in flat[used:]:
+        ax.set_visible(False)
+    handles, labels = {}, {}
+    for ax in flat[:used]:
+        legend = ax.get_legend()
+        if legend is not None:
+            legend.remove()
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=False):
+            if label not in labels:
+                handles[label], labels[label] = handle, label
+    if handles:
+        fig.legend(list(handles.values()), list(labels.values()), loc="outside right upper", frameon=False,
+                   title=legend_title)  # fmt: skip
+    png, svg = io.BytesIO(), io.BytesIO()
+    fig.savefig(png, format="png")
+    fig.savefig(svg, format="svg", metadata={"Date": None})
+    return Plot(name, title, caption, png.getvalue(), svg.getvalue())
+
+
+def _eps_axis(ax: Any, ylabel: str, unit: bool = True) -> None:
+    ax.set_xlabel("ε (perturbation budget)")
+    ax.set_ylabel(ylabel)
+    if unit:
+        ax.set_ylim(-0.03, 1.03)
+    ax.grid(True, alpha=0.3)
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=6, steps=[1, 2, 2.5, 5, 10]))
+
+
+def _ordered(frame: pd.DataFrame, results: pd.DataFrame) -> list[str]:
+    present = set(frame["panel"])
+    return [p for p in d.panel_order(results) if p in present] + sorted(present - set(d.panel_order(results)))
+
+
+def _lines(ax: Any, frame: pd.DataFrame, colors: dict[str, Any], **kwargs: Any) -> None:
+    sns.lineplot(data=frame, x=d.EPS, y=d.VALUE, hue=d.MODEL, hue_order=[m for m in colors if m in
+                 set(frame[d.MODEL])], palette=colors, marker="o", ax=ax, errorbar=None, **kwargs)  # fmt: skip
+
+
+def robust_accuracy(results: pd.DataFrame, colors: dict[str, Any]) -> Plot | None:
+    frame = d.per_eps(results, d.ACCURACY)
+    if frame.empty:
+        return None
+    panels = _ordered(frame, results)
+    fig, axes = _figure(len(panels))
+    for ax, panel in zip(axes.ravel(), panels, strict=False):
+        _lines(ax, frame[frame["panel"] == panel], colors)
+        ax.set_title(panel)
+        _eps_axis(ax, "robust accuracy")
+    return _finish(fig, axes, len(panels), "robust_accuracy", "Robust accuracy vs ε",
+                   "Accuracy on adversarial inputs over all evaluated examples, one panel per attack; "
+                   "the point at ε = 0 is clean accuracy.")  # fmt: skip
+
+
+def uncertainty(results: pd.DataFrame, colors: dict[str, Any]) -> Plot | None:
+    frames = {m: d.per_eps(results, m) for m in (d.ENTROPY, d.MI)}
+    frames = {m: f for m, f in frames.items() if not f.empty}
+    if not frames:
+        return None
+    panels = _ordered(pd.concat(frames.values()), results)
+    cols = min(len(panels), MAX_COLS)
+    blocks = math.ceil(len(panels) / cols)
+    fig, axes = _figure(len(panels), n_rows_per=len(frames))
+    labels = {d.ENTROPY: "predictive entropy (nats)", d.MI: "mutual information (nats)"}
+    used = []
+    for r, (metric, frame) in enumerate(frames.items()):
+        for i, panel in enumerate(panels):
+            ax = axes[r * blocks + i // cols, i % cols]
+            _lines(ax, frame[frame["panel"] == panel], colors)
+            ax.set_title(f"{panel}: {'entropy' if metric == d.ENTROPY else 'MI'}")
+            _eps_axis(ax, labels[metric], unit=False)
+            ax.set_ylim(bottom=0)
+            used.append(ax)
+    for ax in axes.ravel():
+        if ax not in used:
+            ax.set_visible(False)
+    return _finish(fig, axes, axes.size, "uncertainty", "Predictive entropy and mutual information vs ε",
+                   "Mean over examples; the point at ε = 0 is the clean input, the others adversarial. "
+                   "MI is the epistemic part (zero for a deterministic net).")  # fmt: skip
+
+
+def detection(frame: pd.DataFrame, results: pd.DataFrame, colors: dict[str, Any]) -> Plot | None:
+    frame = frame[frame[d.EPS] > 0].dropna(subset=[d.VALUE])
+    if frame.empty:
+        return None
+    panels = _ordered(frame, results)
+    fig, axes = _figure(len(panels))
+    for ax, panel in zip(axes.ravel(), panels, strict=False):
+        part = frame[(frame["panel"] == panel) & (frame["subset"] == "all")]
+        _lines(ax, part, colors, style="score", style_order=["entropy", "MI"])
+        ax.axhline(0.5, color="grey", lw=0.8, ls=":")
+        ax.set_title(panel)
+        _eps_axis(ax, "detection AUROC")
+    return _finish(fig, axes, len(panels), "detection_auroc", "Adversarial detection AUROC vs ε",
+                   "Clean (negative) vs adversarial (positive) inputs, scored by predictive entropy (solid) "
+                   "and by mutual information (dashed); 0.5 (dotted) is chance.")  # fmt: skip
+
+
+def worst_case(frame: pd.DataFrame, colors: dict[str, Any]) -> Plot | None:
+    if frame.empty:
+        return None
+    norms = list(dict.fromkeys(frame[d.NORM]))
+    fig, axes = _figure(len(norms))
+    for ax, norm in zip(axes.ravel(), norms, strict=False):
+        _lines(ax, frame[frame[d.NORM] == norm], colors)
+        ax.set_title(f"worst case over attacks ({norm})")
+        _eps_axis(ax, "robust accuracy")
+    return _finish(fig, axes, len(norms), "worst_case", "Worst case over attacks",
+                   "Per (model, ε): the per-example worst case over attacks where the run recorded it, "
+                   "else the lowest robust accuracy of any attack.")  # fmt: skip
+
+
+def reliability(examples: pd.DataFrame, models: Sequence[str], colors: dict[str, Any]) -> Plot | None:
+    panels = [(m, d.reliability(examples, m)) for m in models if (examples[d.MODEL] == m).any()]
+    panels = [(m, r) for m, r in panels if r["n"] > 0]
+    if not panels:
+        return None
+    fig, axes = _figure(len(panels))
+    kind = panels[0][1]["kind"]
+    for ax, (model, rel) in zip(axes.ravel(), panels, strict=False):
+        color = colors.get(model)
+        if rel["kind"] == "confidence":
+            ax.bar(rel["lower"], rel["accuracy"], width=rel["width"], align="edge", color=color, alpha=0.8,
+                   edgecolor="black", lw=0.5)  # fmt: skip
+            ax.plot([0, 1], [0, 1], color="grey", ls="--", lw=1)
+            ax.set_xlim(0, 1)
+            ax.set_xlabel("confidence (max mean probability)")
+            ax.set_title(f"{model}  (ECE {rel['ece']:.3f}, n={rel['n']})")
+        else:
+            ax.plot(rel["score"], rel["accuracy"], marker="o", color=color)
+            ax.set_xlabel("predictive entropy (nats), equal-count bins")
+            ax.set_title(f"{model}  (n={rel['n']})")
+        ax.set_ylabel("accuracy")
+        ax.set_ylim(0, 1.03)
+        ax.grid(True, alpha=0.3)
+    if kind == "confidence":
+        caption = ("Clean inputs; bars are the accuracy per confidence bin, the dashed diagonal is perfect "
+                   "calibration.")  # fmt: skip
+    else:
+        caption = ("Clean inputs. The per-example table has no clean_confidence column, so this shows "
+                   "accuracy per bin of predictive entropy (a calibrated model's accuracy falls as entropy "
+                   "rises) instead of accuracy per confidence bin.")  # fmt: skip
+    return _finish(fig, axes, len(panels), "reliability", "Reliability per model", caption)

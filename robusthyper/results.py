@@ -1,0 +1,124 @@
+"""Writing a run's results: `reports/<run-id>/{results.csv, results.parquet, examples.parquet, meta.json}`.
+
+The folder is written under a temporary name and renamed when complete, so a crash or an interrupt never
+leaves a half-written report that looks valid. `results` is the tidy table of `robusthyper.evaluate.run`
+(one row per model, attack, eps, input and metric, with its settings); CSV for people, parquet (when pyarrow
+is installed) for typed reading; `meta.json` holds versions, git commit, device and the full specs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+import robusthyper
+from robusthyper.errors import UserError
+
+RESULTS_CSV = "results.csv"
+RESULTS_PARQUET = "results.parquet"
+EXAMPLES_PARQUET = "examples.parquet"
+EXAMPLES_CSV = "examples.csv"
+META = "meta.json"
+DEFAULT_REPORTS = "reports"
+
+
+def new_run_id(prefix: str = "attack") -> str:
+    return f"{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S%fZ')}-{prefix}"
+
+
+def versions() -> dict[str, str]:
+    out = {"robusthyper": robusthyper.__version__, "python": sys.version.split()[0],
+           "platform": platform.platform()}  # fmt: skip
+    for name in ("torch", "numpy", "pandas", "art"):
+        try:
+            module = __import__(name)
+            out["adversarial-robustness-toolbox" if name == "art" else name] = str(module.__version__)
+        except Exception:  # noqa: BLE001 - a missing optional package is just not recorded
+            pass
+    return out
+
+
+def git_commit() -> dict[str, Any]:
+    """HEAD of the repository robusthyper runs from, and whether its tree is dirty (None outside git)."""
+    root = Path(robusthyper.__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                                text=True, timeout=10, check=True).stdout.strip()  # fmt: skip
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain"], capture_output=True,
+                               text=True, timeout=10, check=True).stdout.strip() != ""  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+    return {"commit": commit, "dirty": dirty}
+
+
+def _has_parquet() -> bool:
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def writable_root(root: Path | str) -> Path:
+    root = Path(root)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=root):
+            pass
+    except OSError as err:
+        raise UserError(f"reports folder '{root}' is not writable ({err.strerror}); pass --out DIR") from None
+    return root
+
+
+def write_report(
+    results: pd.DataFrame,
+    meta: dict[str, Any],
+    root: Path | str = DEFAULT_REPORTS,
+    run_id: str | None = None,
+    examples: pd.DataFrame | None = None,
+) -> Path:
+    """Write `<root>/<run_id>/` atomically and return it; `meta` gains versions, git and timestamps."""
+    root = writable_root(root)
+    run_id = run_id or new_run_id()
+    final = root / run_id
+    if final.exists():
+        raise UserError(f"report folder '{final}' already exists; pass another --run-id")
+    tmp = Path(tempfile.mkdtemp(prefix=f".partial-{run_id}-", dir=root))
+    try:
+        results.to_csv(tmp / RESULTS_CSV, index=False)
+        parquet = _has_parquet()
+        if parquet:
+            results.to_parquet(tmp / RESULTS_PARQUET, index=False)
+        if examples is not None and len(examples):
+            if parquet:
+                examples.to_parquet(tmp / EXAMPLES_PARQUET, index=False)
+            else:
+                examples.to_csv(tmp / EXAMPLES_CSV, index=False)
+        full = {"run_id": run_id, "written": datetime.now(timezone.utc).isoformat(), "versions": versions(),
+                "git": git_commit(), **meta}  # fmt: skip
+        (tmp / META).write_text(json.dumps(full, indent=2, default=str), encoding="utf-8")
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def read_results(folder: Path | str) -> pd.DataFrame:
+    """The tidy results table of a report folder (parquet when present, else CSV)."""
+    folder = Path(folder)
+    if (folder / RESULTS_PARQUET).is_file():
+        return pd.read_parquet(folder / RESULTS_PARQUET)
+    if (folder / RESULTS_CSV).is_file():
+        return pd.read_csv(folder / RESULTS_CSV)
+    raise UserError(f"'{folder}' holds no {RESULTS_CSV} or {RESULTS_PARQUET}; is it a report folder?")

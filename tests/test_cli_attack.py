@@ -1,0 +1,181 @@
+"""Tests of `robusthyper attack` through typer's CliRunner: a run writes a report and prints a table; every
+bad input of issue 4 ends in one line on stderr, exit code 2, and nothing written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import tiny_recipe
+from typer.testing import CliRunner
+
+from robusthyper import store
+from robusthyper.cli import app
+from robusthyper.train import fit
+
+FAST = ["--n", "24", "--batch-size", "24", "--steps", "2", "--k-attack", "2", "--k-eval", "4", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def model_store(tmp_path_factory, small_mnist) -> Path:
+    root = tmp_path_factory.mktemp("store")
+    for kind in ("det", "mcd"):
+        recipe = tiny_recipe(kind, epochs=2, val_fraction=0.0).model_copy(update={"name": f"tiny-{kind}"})
+        result = fit(recipe, small_mnist, progress=False)
+        store.save(result.posterior, recipe, result.metrics, root)
+    return root
+
+
+def _invoke(args: list[str]):
+    return CliRunner().invoke(app, ["attack", *args])
+
+
+def test_attack_writes_a_report(model_store, tmp_path) -> None:
+    out = tmp_path / "reports"
+    result = _invoke(["--model", "tiny-det", "--model", "tiny-mcd", "--eps", "0", "--eps", "8/255",
+                      "--attack", "pgd", "--attack", "fgsm", "--store", str(model_store), "--out", str(out),
+                      "--run-id", "r1", "--device", "cpu", *FAST])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    folder = out / "r1"
+    assert (folder / "results.csv").is_file() and (folder / "meta.json").is_file()
+    meta = json.loads((folder / "meta.json").read_text())
+    assert meta["device"] == "cpu" and meta["n"] == 24 and len(meta["specs"]) == 4
+    assert [m["name"] for m in meta["models"]] == ["tiny-det", "tiny-mcd"]
+    import pandas as pd
+
+    frame = pd.read_csv(folder / "results.csv")
+    assert set(frame["attack"]) == {"pgd-2", "fgsm", "worst-case"}
+    assert frame["eps"].max() == pytest.approx(8 / 255)
+    assert "wrote" in result.output
+
+
+def test_attack_prints_a_table(model_store, tmp_path) -> None:
+    args = ["--model", "tiny-det", "--eps", "0.1", "--store", str(model_store), "--out", str(tmp_path),
+            "--n", "16", "--steps", "2", "--k-eval", "2"]  # fmt: skip
+    result = _invoke(args)
+    assert result.exit_code == 0, result.output
+    assert "robust_acc" in result.output and "tiny-det" in result.output and "pgd-2" in result.output
+
+
+def test_attack_accepts_a_preset_and_a_factory(model_store, tmp_path, monkeypatch) -> None:
+    (tmp_path / "my_nets.py").write_text(
+        "from torch import nn\n"
+        "def net():\n"
+        "    return nn.Sequential(nn.Flatten(), nn.Linear(784, 10), nn.Dropout(0.3)).train()\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    preset = tmp_path / "mine.toml"
+    preset.write_text('attack = "fgsm"\nnorm = "l2"\neps = [0.5, 1.0]\nk_eval = 3\n')
+    result = _invoke(["--model", "my_nets:net", "--attack", str(preset), "--out", str(tmp_path / "r"),
+                      "--run-id", "f", "--n", "16", "--k-attack", "2", "--quiet"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    meta = json.loads((tmp_path / "r" / "f" / "meta.json").read_text())
+    assert meta["models"][0]["factory"] == "my_nets:net"
+    assert [s["eps"] for s in meta["specs"]] == [0.5, 1.0] and meta["specs"][0]["norm"] == "l2"
+
+
+BAD = [
+    (["--eps", "-0.1"], "negative"),
+    (["--eps", "1.5"], "> 1 for the Linf norm"),
+    (["--eps", "8/0"], "divides by zero"),
+    (["--eps", "abc"], "not a number"),
+    (["--eps", "0.1", "--steps", "0"], "steps"),
+    (["--eps", "0.1", "--k-attack", "0"], "k_attack"),
+    (["--eps", "0.1", "--k-eval", "0"], "k_eval"),
+    (["--eps", "0.1", "--attack", "deepfool"], "unknown attack 'deepfool'"),
+    (["--eps", "0.1", "--norm", "l7"], "unknown norm 'l7'"),
+    (["--eps", "0.1", "--eot", "median"], "unknown eot"),
+    (["--eps", "0.1", "--n", "100000"], "larger than the mnist5k test set"),
+    (["--eps", "0.1", "--n", "0"], "--n 0"),
+    (["--attack", "pgd"], "no eps"),
+]
+
+
+@pytest.mark.parametrize(("extra", "fragment"), BAD)
+def test_bad_input_one_line_exit_2_nothing_written(model_store, tmp_path, extra, fragment) -> None:
+    out = tmp_path / "reports"
+    result = _invoke(["--model", "tiny-det", "--store", str(model_store), "--out", str(out), "--device", "cpu",
+                      *extra])  # fmt: skip
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and fragment in lines[0], result.output
+    assert not out.exists()
+
+
+def test_missing_checkpoint_says_how_to_train(model_store, tmp_path) -> None:
+    out = tmp_path / "reports"
+    result = _invoke(["--model", "bbb", "--eps", "0.1", "--store", str(model_store), "--out", str(out)])
+    assert result.exit_code == 2
+    assert "robusthyper train bbb" in result.output and "\n" not in result.output.strip()
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("factory", "fragment"),
+    [("no_such_mod_abc:make", "cannot import"), ("bad_factories:wrong", "returned str"),
+     ("bad_factories:missing", "no callable")],
+)  # fmt: skip
+def test_bad_factories(tmp_path, monkeypatch, factory, fragment) -> None:
+    (tmp_path / "bad_factories.py").write_text("def wrong():\n    return 'a string'\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out = tmp_path / "reports"
+    result = _invoke(["--model", factory, "--eps", "0.1", "--out", str(out)])
+    assert result.exit_code == 2 and fragment in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_cuda(model_store, tmp_path) -> None:
+    out = tmp_path / "reports"
+    result = _invoke(["--model", "tiny-det", "--eps", "0.1", "--device", "cuda", "--store", str(model_store),
+                      "--out", str(out)])  # fmt: skip
+    assert result.exit_code == 2 and "no CUDA device" in result.output
+    assert not out.exists()
+
+
+def test_help_lists_the_options() -> None:
+    result = CliRunner().invoke(app, ["attack", "--help"])
+    assert result.exit_code == 0
+    for option in ("--model", "--attack", "--eps", "--k-attack", "--k-eval", "--eot", "--n", "--seed"):
+        assert option in result.output
+
+
+def test_several_k_attack_and_eot_in_one_table(model_store, tmp_path) -> None:
+    out = tmp_path / "reports"
+    result = _invoke(["--model", "tiny-mcd", "--eps", "0.1", "--k-attack", "1", "--k-attack", "3",
+                      "--eot", "bma", "--eot", "mean-loss", "--store", str(model_store), "--out", str(out),
+                      "--run-id", "k", "--n", "16", "--steps", "2", "--k-eval", "2", "--quiet"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    import pandas as pd
+
+    frame = pd.read_csv(out / "k" / "results.csv")
+    cells = set(map(tuple, frame[["k_attack", "eot"]].drop_duplicates().to_numpy().tolist()))
+    assert cells == {(1, "bma"), (3, "bma"), (1, "mean-loss"), (3, "mean-loss")}
+    assert "worst-case" not in set(frame["attack"])  # one attack at several settings is not a suite
+
+
+def test_train_flag_trains_a_missing_recipe(tmp_path, monkeypatch) -> None:
+    (tmp_path / "defenses").mkdir()
+    (tmp_path / "defenses" / "tiny-train.toml").write_text(
+        'dataset = "mnist5k"\n[net]\narch = "mlp"\nwidths = [16]\n[posterior]\nkind = "det"\n'
+        "[train]\nepochs = 1\neval_samples = 1\nval_fraction = 0.0\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    args = ["--model", "tiny-train", "--eps", "0.1", "--store", "models", "--out", "reports", "--n", "16",
+            "--steps", "2", "--k-eval", "2", "--quiet"]  # fmt: skip
+    missing = _invoke(args)
+    assert missing.exit_code == 2 and "robusthyper train tiny-train" in missing.output
+    result = _invoke([*args, "--train"])
+    assert result.exit_code == 0, result.output
+    assert any((tmp_path / "models" / "tiny-train").iterdir()) and any((tmp_path / "reports").iterdir())
+
+
+def test_existing_run_id_fails_before_the_run(model_store, tmp_path) -> None:
+    (tmp_path / "reports" / "taken").mkdir(parents=True)
+    result = _invoke(["--model", "tiny-det", "--eps", "0.1", "--store", str(model_store), "--out",
+                      str(tmp_path / "reports"), "--run-id", "taken", *FAST])  # fmt: skip
+    assert result.exit_code == 2 and "already exists" in result.output
+    assert list((tmp_path / "reports" / "taken").iterdir()) == []
