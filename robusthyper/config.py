@@ -108,30 +108,44 @@ def format_validation_error(err: ValidationError, source: str) -> str:
     return f"{source}: key '{loc}' = {given!r} is invalid: {msg}{more}"
 
 
-def recipe_search_dirs() -> list[Path]:
-    """Where recipe names resolve: ./defenses first (the user's own), then the project's defenses/."""
-    project = Path(__file__).resolve().parent.parent / RECIPE_DIRNAME
-    dirs = [Path.cwd() / RECIPE_DIRNAME, project]
-    return list(dict.fromkeys(d.resolve() for d in dirs))
+def search_dirs(dirname: str) -> list[Path]:
+    """Where names of TOML files in a data folder resolve: ./<dirname> first (the user's own), then the
+    project's <dirname>/ (defenses/ for recipes, attacks/ for attack presets)."""
+    project = Path(__file__).resolve().parent.parent / dirname
+    return list(dict.fromkeys(d.resolve() for d in (Path.cwd() / dirname, project)))
+
+
+def available_tomls(dirname: str) -> list[str]:
+    return sorted({p.stem for d in search_dirs(dirname) if d.is_dir() for p in d.glob("*.toml")})
+
+
+def find_toml(ref: str, dirname: str, what: str) -> Path:
+    """A path to a TOML file, or a name looked up in `search_dirs(dirname)`; `what` names it in errors."""
+    as_path = Path(ref)
+    if as_path.suffix == ".toml" or as_path.parent != Path("."):
+        if not as_path.is_file():
+            raise UserError(f"{what} file '{ref}' does not exist; check the path")
+        return as_path
+    for directory in search_dirs(dirname):
+        candidate = directory / f"{ref}.toml"
+        if candidate.is_file():
+            return candidate
+    known = ", ".join(available_tomls(dirname)) or "none found"
+    raise UserError(f"unknown {what} '{ref}'; known {what}s: {known} (or pass a path to a .toml)")
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Parse a TOML file; malformed or unreadable files are one-line `ConfigError`s."""
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: malformed TOML ({err}); fix the syntax") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: cannot read ({err})") from None
 
 
 def available_recipes() -> list[str]:
-    return sorted({p.stem for d in recipe_search_dirs() if d.is_dir() for p in d.glob("*.toml")})
-
-
-def find_recipe(name_or_path: str) -> Path:
-    """A path to a TOML file, or a recipe name looked up in the recipe directories."""
-    as_path = Path(name_or_path)
-    if as_path.suffix == ".toml" or as_path.parent != Path("."):
-        if not as_path.is_file():
-            raise UserError(f"recipe file '{name_or_path}' does not exist; check the path")
-        return as_path
-    for directory in recipe_search_dirs():
-        candidate = directory / f"{name_or_path}.toml"
-        if candidate.is_file():
-            return candidate
-    known = ", ".join(available_recipes()) or "none found"
-    raise UserError(f"unknown recipe '{name_or_path}'; known recipes: {known} (or pass a path to a .toml)")
+    return available_tomls(RECIPE_DIRNAME)
 
 
 def parse_recipe(data: dict[str, Any], source: str, default_name: str) -> Recipe:
@@ -144,11 +158,5 @@ def parse_recipe(data: dict[str, Any], source: str, default_name: str) -> Recipe
 
 def load_recipe(name_or_path: str) -> Recipe:
     """Load and validate a recipe by name (`defenses/<name>.toml`) or path."""
-    path = find_recipe(name_or_path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{path}: malformed TOML ({err}); fix the syntax") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path}: cannot read ({err})") from None
-    return parse_recipe(data, str(path), path.stem)
+    path = find_toml(name_or_path, RECIPE_DIRNAME, "recipe")
+    return parse_recipe(read_toml(path), str(path), path.stem)

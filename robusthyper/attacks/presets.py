@@ -16,21 +16,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import tomllib
-
 from robusthyper.attacks.spec import AttackSpec, applicable, expand
-from robusthyper.errors import ConfigError, UserError
+from robusthyper.config import available_tomls, find_toml, read_toml
+from robusthyper.errors import ConfigError
 
 PRESET_DIRNAME = "attacks"
 
 
-def preset_search_dirs() -> list[Path]:
-    project = Path(__file__).resolve().parent.parent.parent / PRESET_DIRNAME
-    return list(dict.fromkeys(d.resolve() for d in (Path.cwd() / PRESET_DIRNAME, project)))
-
-
 def available_presets() -> list[str]:
-    return sorted({p.stem for d in preset_search_dirs() if d.is_dir() for p in d.glob("*.toml")})
+    return available_tomls(PRESET_DIRNAME)
 
 
 def is_preset_ref(ref: str) -> bool:
@@ -39,27 +33,13 @@ def is_preset_ref(ref: str) -> bool:
 
 
 def find_preset(ref: str) -> Path:
-    path = Path(ref)
-    if path.suffix == ".toml" or path.parent != Path("."):
-        if not path.is_file():
-            raise UserError(f"attack preset '{ref}' does not exist; check the path")
-        return path
-    for directory in preset_search_dirs():
-        if (directory / f"{ref}.toml").is_file():
-            return directory / f"{ref}.toml"
-    known = ", ".join(available_presets()) or "none found"
-    raise UserError(f"unknown attack preset '{ref}'; known presets: {known}")
+    return find_toml(ref, PRESET_DIRNAME, "attack preset")
 
 
 def load_preset(ref: str, overrides: dict[str, Any] | None = None) -> list[AttackSpec]:
     """The specs a preset describes (one per attack and eps), with `overrides` (CLI flags) applied."""
     path = find_preset(ref)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{path}: malformed TOML ({err}); fix the syntax") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path}: cannot read ({err})") from None
+    data = read_toml(path)
     data.pop("description", None)
     tables = data.pop("attacks", None)
     if tables is None:
