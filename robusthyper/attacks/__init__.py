@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from robusthyper.attacks import apgd, fgsm, pgd, square
+from robusthyper.attacks import adaptive, apgd, fgsm, paper, pgd, square
 from robusthyper.attacks.presets import available_presets, find_preset, load_preset
 from robusthyper.attacks.spec import AttackName, AttackSpec, Norm, expand, make_spec, parse_eps
 from robusthyper.ensemble import DifferenceLogitsRatio, StochasticEnsemble, art_classifier
@@ -35,6 +35,10 @@ ATTACKS: dict[AttackName, AttackFamily] = {
     AttackName.APGD_CE: AttackFamily(apgd.build, nn.CrossEntropyLoss),
     AttackName.APGD_DLR: AttackFamily(apgd.build, DifferenceLogitsRatio),
     AttackName.SQUARE: AttackFamily(square.build, nn.CrossEntropyLoss),
+    # Own torch loops on the estimator's ensemble (the ART loss is unused): attacks/adaptive.py, paper.py.
+    AttackName.PGD_ADAPTIVE: AttackFamily(adaptive.build, nn.CrossEntropyLoss),
+    AttackName.PAPER_BHN_FGSM: AttackFamily(paper.build, nn.CrossEntropyLoss),
+    AttackName.PAPER_BBH_FGSM: AttackFamily(paper.build, nn.CrossEntropyLoss),
 }
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from enum import Enum
 from fractions import Fraction
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
@@ -29,6 +29,12 @@ class AttackName(str, Enum):
     """Auto-PGD on the difference-of-logits-ratio loss (Croce & Hein 2020)."""
     SQUARE = "square"
     """Square attack (Andriushchenko et al. 2020): gradient-free random search; a gradient-masking check."""
+    PGD_ADAPTIVE = "pgd-adaptive"
+    """PGD on CE(log p̄, y) - detection_weight * score (MI or entropy): evades uncertainty-based detection."""
+    PAPER_BHN_FGSM = "paper-bhn-fgsm"
+    """BHN's own (weak) protocol: FGSM from one posterior sample's gradient, no clipping to [0, 1]."""
+    PAPER_BBH_FGSM = "paper-bbh-fgsm"
+    """BbH's own (weak) protocol: eps * mean of `samples_averaged` single-sample gradient signs, no clipping."""
 
 
 class Norm(str, Enum):
@@ -40,6 +46,9 @@ class Norm(str, Enum):
     """||delta||_2 <= eps."""
 
 
+DetectionScore = Literal["mi", "entropy"]
+"""Uncertainty score used to flag adversarial inputs: mutual information or predictive entropy."""
+
 _NORM_ALIASES = {"linf": "linf", "inf": "linf", "l_inf": "linf", "l2": "l2", "2": "l2"}
 
 # Per attack: default steps, default step size as a multiple of eps (None: not used), default random start.
@@ -49,7 +58,14 @@ ATTACK_DEFAULTS: dict[AttackName, tuple[int, float | None, bool]] = {
     AttackName.APGD_CE: (100, 2.0, True),  # Croce & Hein: initial step 2 eps, 100 iterations
     AttackName.APGD_DLR: (100, 2.0, True),
     AttackName.SQUARE: (1000, None, True),  # queries; p_init 0.8 as in the paper
+    AttackName.PGD_ADAPTIVE: (40, 0.25, True),
+    AttackName.PAPER_BHN_FGSM: (1, 1.0, False),
+    AttackName.PAPER_BBH_FGSM: (1, 1.0, False),
 }
+SINGLE_STEP = (AttackName.FGSM, AttackName.PAPER_BHN_FGSM, AttackName.PAPER_BBH_FGSM)
+"""Attacks that take one step from x (no steps, no random start)."""
+PAPER_PROTOCOLS = {AttackName.PAPER_BHN_FGSM: "paper-bhn", AttackName.PAPER_BBH_FGSM: "paper-bbh"}
+"""The papers' own (weak) protocols, replayed for comparison; every other attack is the strong protocol."""
 
 
 def parse_eps(value: Any) -> float:
@@ -105,6 +121,14 @@ class AttackSpec(StrictModel):
     k_eval: int = Field(100, gt=0)
     """Posterior samples when evaluating clean and adversarial inputs."""
     seed: int = 0
+    detection_weight: float = Field(0.0, ge=0)
+    """pgd-adaptive: lambda in CE(log p̄, y) - lambda * score; 0 is plain PGD-EOT."""
+    detection_score: DetectionScore = "mi"
+    """pgd-adaptive: the detection score the attack lowers, mutual information or predictive entropy."""
+    clip: bool = True
+    """Clip adversarial inputs to [0, 1]; only the papers' protocols may set false (their code did not clip)."""
+    samples_averaged: int | None = Field(None, gt=0)
+    """paper-bbh-fgsm: single-sample FGSM signs averaged (BbH: 100)."""
 
     @model_validator(mode="before")
     @classmethod
@@ -127,8 +151,15 @@ class AttackSpec(StrictModel):
             data["eps"] = parse_eps(data["eps"])
         attack = data.get("attack", AttackName.PGD)
         steps, step_factor, random_init = ATTACK_DEFAULTS[attack]
-        if attack is AttackName.FGSM:
+        if attack in SINGLE_STEP:
             data.setdefault("random_init", False)
+        if attack in PAPER_PROTOCOLS:
+            data.setdefault("clip", False)
+            data.setdefault("k_attack", 1)
+        if attack is AttackName.PAPER_BBH_FGSM:
+            data.setdefault("samples_averaged", 100)
+        if attack is AttackName.PGD_ADAPTIVE:
+            data.setdefault("detection_weight", 1.0)
         data.setdefault("steps", steps)
         data.setdefault("random_init", random_init)
         if data.get("step_size") is None and step_factor is not None and isinstance(data.get("eps"), float):
@@ -144,18 +175,33 @@ class AttackSpec(StrictModel):
     def _consistent(self) -> AttackSpec:
         if self.norm is Norm.LINF and self.eps > 1:
             raise ValueError(f"eps {self.eps:g} > 1 for the Linf norm on [0, 1] images; use eps <= 1")
-        if self.attack is AttackName.FGSM and self.steps != 1:
-            raise ValueError(f"FGSM takes one step; steps={self.steps} (use pgd for several)")
-        if self.attack is AttackName.FGSM and self.random_init:
-            raise ValueError("FGSM starts at x; random_init must be false (use pgd for a random start)")
+        name = "FGSM" if self.attack is AttackName.FGSM else self.attack.value
+        if self.attack in SINGLE_STEP and self.steps != 1:
+            raise ValueError(f"{name} takes one step; steps={self.steps} (use pgd for several)")
+        if self.attack in SINGLE_STEP and self.random_init:
+            raise ValueError(f"{name} starts at x; random_init must be false (use pgd for a random start)")
+        if not self.clip and self.attack not in PAPER_PROTOCOLS:
+            raise ValueError(f"clip = false is only for the papers' protocols, not {self.attack.value}")
+        if self.samples_averaged is not None and self.attack is not AttackName.PAPER_BBH_FGSM:
+            raise ValueError("samples_averaged applies to paper-bbh-fgsm only")
+        own_loop = (AttackName.PGD_ADAPTIVE, *PAPER_PROTOCOLS)
+        if self.attack in own_loop and self.norm is not Norm.LINF:
+            raise ValueError(f"{self.attack.value} supports norm = linf only")
+        if self.detection_weight > 0 and self.attack is not AttackName.PGD_ADAPTIVE:
+            raise ValueError(f"detection_weight applies to pgd-adaptive only, not {self.attack.value}")
         if self.restarts > 1 and not self.random_init and self.attack is not AttackName.SQUARE:
             raise ValueError(f"restarts={self.restarts} needs random_init = true (runs would be identical)")
         return self
 
     @property
     def label(self) -> str:
-        """A short name for tables: 'pgd-40', 'fgsm', 'apgd-ce-100', 'square-1000'."""
-        return self.attack.value if self.attack is AttackName.FGSM else f"{self.attack.value}-{self.steps}"
+        """A short name for tables: 'pgd-40', 'fgsm', 'apgd-ce-100', 'square-1000', 'paper-bbh-fgsm'."""
+        return self.attack.value if self.attack in SINGLE_STEP else f"{self.attack.value}-{self.steps}"
+
+    @property
+    def protocol(self) -> str:
+        """'paper-bhn' or 'paper-bbh' for the papers' own (weak) protocols, else 'strong'."""
+        return PAPER_PROTOCOLS.get(self.attack, "strong")
 
     def settings(self) -> dict[str, Any]:
         """The settings as plain values, for result rows and meta.json."""
@@ -185,6 +231,8 @@ def expand(values: dict[str, Any], source: str = "spec") -> list[AttackSpec]:
 
 _NOT_APPLICABLE: dict[AttackName, tuple[str, ...]] = {
     AttackName.FGSM: ("steps", "random_init", "step_size"),
+    AttackName.PAPER_BHN_FGSM: ("steps", "random_init", "step_size"),
+    AttackName.PAPER_BBH_FGSM: ("steps", "random_init", "step_size"),
     AttackName.SQUARE: ("step_size",),
 }
 
