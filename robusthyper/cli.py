@@ -108,6 +108,13 @@ def train(
     seed: Annotated[
         int | None, typer.Option("--seed", help="Override the recipe's seed.", show_default=False)
     ] = None,
+    if_missing: Annotated[
+        bool,
+        typer.Option(
+            "--if-missing",
+            help="Skip training when the store holds a loadable checkpoint trained from this very recipe.",
+        ),
+    ] = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Train a defence from its recipe and save a checkpoint (safetensors + JSON) in the model store."""
@@ -127,6 +134,18 @@ def train(
     store_dir = model_store.ensure_writable(
         Path(store or model_store.default_store())
     )  # fail before training
+    if if_missing:
+        from robusthyper.errors import CheckpointError
+
+        try:
+            found = model_store.load(recipe_obj.name, store_dir)
+        except CheckpointError:  # none yet, or one this robusthyper cannot load: train
+            found = None
+        if found is not None and found.recipe == recipe_obj:  # an edited recipe or --epochs/--seed: train
+            typer.echo(
+                f"{recipe_obj.name}: a checkpoint of this recipe exists (--if-missing) -> {found.path}"
+            )
+            return
     device_name = resolve_device(device)
     data = load_dataset(recipe_obj.dataset, data_dir, download=download)
     result = fit(recipe_obj, data, device=device_name, progress=False if quiet else None)
@@ -414,6 +433,199 @@ def report(
     _setup_logging(quiet)
     logging.getLogger("matplotlib").setLevel(logging.WARNING)
     typer.echo(str(build(run_dir, out, title=title)))
+
+
+@app.command()
+@user_errors
+def gate(
+    policy: Annotated[
+        Path | None,
+        typer.Option(
+            "--policy",
+            "-p",
+            help="Policy TOML (rules, and an \\[evaluate] section). Default: the \\[tool.robusthyper.gate] "
+            "table of ./pyproject.toml, else ./robustness.toml.",
+            show_default=False,
+        ),
+    ] = None,
+    results: Annotated[
+        Path | None,
+        typer.Option(
+            "--results",
+            help="Check this finished run folder (or results .csv/.parquet) instead of evaluating.",
+            show_default=False,
+        ),
+    ] = None,
+    baseline: Annotated[
+        Path | None,
+        typer.Option(
+            "--baseline",
+            help="Run folder or results file to compare with (max_drop and max_rise rules).",
+            show_default=False,
+        ),
+    ] = None,
+    junit_xml: Annotated[
+        Path | None,
+        typer.Option(
+            "--junit-xml", help="Write a JUnit XML report here (one test case per rule).", show_default=False
+        ),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the verdict as JSON on stdout instead of a table.")
+    ] = False,
+    run_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--run-dir",
+            help="Run folder for the gate's own evaluation (default: <out>/gate-<fingerprint>); finished "
+            "cells are reused on a re-run.",
+            show_default=False,
+        ),
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", help="Folder for the default run folder.")] = Path("reports"),
+    report: Annotated[
+        bool,
+        typer.Option(
+            "--report/--no-report", help="Build the run's HTML report (index.html) after evaluating."
+        ),
+    ] = True,
+    store: StoreOpt = None,
+    data_dir: DataDirOpt = None,
+    device: DeviceOpt = "auto",
+    quiet: QuietOpt = False,
+) -> None:
+    """Check robustness and uncertainty rules for CI: exit 0 when all pass, 1 when one fails, 2 on bad input."""
+    from robusthyper.gate import run_gate
+    from robusthyper.gate.output import check_writable, print_table, to_json, write_atomic
+
+    _setup_logging(quiet)
+    logging.getLogger("art").setLevel(logging.WARNING)
+    if junit_xml is not None:
+        check_writable(junit_xml)  # fail before a long evaluation, not after it
+    device_name = resolve_device(device) if results is None else "cpu"
+    done = run_gate(policy, results=results, baseline=baseline, run_dir=run_dir, out=out, store=store,
+                    data_dir=data_dir, device=device_name, quiet=quiet or as_json, report=report)  # fmt: skip
+    if junit_xml is not None:
+        from robusthyper.gate.output import junit_xml as render_junit
+
+        write_atomic(junit_xml, render_junit(done.checked, done.policy_source, done.seconds))
+    failed = [r for r in done.checked if not r.passed]
+    if as_json:
+        typer.echo(to_json(done.checked, {"policy": done.policy_source, "run": str(done.results_source),
+                                          "computed": done.computed, "reused": done.reused,
+                                          "report": None if done.page is None else str(done.page)}))  # fmt: skip
+    else:
+        if not quiet:
+            print_table(done.checked, title=f"robusthyper gate: {done.policy_source}")
+        cells = "" if done.computed is None else f"; {done.computed} cells computed, {done.reused} reused"
+        typer.echo(f"{len(done.checked) - len(failed)}/{len(done.checked)} rules pass "
+                   f"({done.results_source}{cells})")  # fmt: skip
+        if done.page is not None:
+            typer.echo(f"report: {done.page}")
+        for r in failed:
+            typer.echo(f"FAIL {r.name}: {r.message()}", err=True)
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+@user_errors
+def sweep(
+    suite: Annotated[
+        str, typer.Argument(help="Suite: attacks/<name>.toml by name (quick, standard) or a path to a TOML.")
+    ],
+    model: Annotated[
+        list[str],
+        typer.Option(
+            "--model",
+            "-m",
+            help="A recipe name (its latest checkpoint in the store), a checkpoint folder, or "
+            "module:factory. Repeatable.",
+        ),
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Run folder (created; an existing sweep folder is resumed). Default: reports/<run-id>.",
+            show_default=False,
+        ),
+    ] = None,
+    run_id: Annotated[
+        str | None,
+        typer.Option(
+            "--run-id",
+            help="Run folder name under reports/ (default: the suite's name, so re-running resumes).",
+            show_default=False,
+        ),
+    ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume/--no-resume",
+            help="Reuse the cells the run folder already records under the same settings. --no-resume on "
+            "a folder with cells stops unless --overwrite.",
+        ),
+    ] = True,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Discard the cells the run folder records and start over.")
+    ] = False,
+    n: Annotated[
+        int | None,
+        typer.Option(
+            "--n", help="Test examples (the first n); default: the suite's n, else 1000.", show_default=False
+        ),
+    ] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option(
+            "--seed", help="Seed of every attack (default: the suite's, else 0).", show_default=False
+        ),
+    ] = None,
+    ood: Annotated[
+        bool,
+        typer.Option(
+            "--ood/--no-ood", help="Also measure OOD detection AUROC (noise, Fashion-MNIST, CIFAR-5)."
+        ),
+    ] = True,
+    device: DeviceOpt = "auto",
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Examples per attack batch.")] = 128,
+    store: StoreOpt = None,
+    data_dir: DataDirOpt = None,
+    dataset: Annotated[
+        str | None,
+        typer.Option(
+            "--dataset",
+            help="Dataset for module:factory models (default mnist5k); checkpoints use their own.",
+            show_default=False,
+        ),
+    ] = None,
+    train_missing: Annotated[
+        bool, typer.Option("--train", help="Train a recipe whose checkpoint is missing, then sweep it.")
+    ] = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Run every model under every attack and eps of a suite into one run folder, recording each finished
+    cell (a killed sweep resumes where it stopped), then write the HTML report and print its path."""
+    from robusthyper.results import DEFAULT_REPORTS
+    from robusthyper.sweep import load_suite, run_sweep
+
+    _setup_logging(quiet)
+    logging.getLogger("art").setLevel(logging.WARNING)
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)
+    if out is not None and run_id is not None:
+        raise UserError("pass --out DIR or --run-id ID, not both")
+    if n is not None and n <= 0:
+        raise UserError(f"--n {n} must be positive")
+    loaded = load_suite(suite, {} if seed is None else {"seed": seed})
+    run_dir = out if out is not None else Path(DEFAULT_REPORTS) / (run_id or loaded.path.stem)
+    extra = {"argv": sys.argv[1:], "suite": str(loaded.path)}
+    done = run_sweep(run_dir, model, loaded.specs, dataset=dataset, store=store, data_dir=data_dir,
+                     n=n or loaded.n or 1000, batch_size=batch_size, device=resolve_device(device),
+                     resume=resume, progress=False if quiet else None, ood=ood, overwrite=overwrite,
+                     train_missing=train_missing, meta=extra)  # fmt: skip
+    typer.echo(f"{done.computed} cells computed, {done.reused} reused -> {done.run_dir}")
+    typer.echo(str(done.report))
 
 
 def main() -> None:

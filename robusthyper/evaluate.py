@@ -70,16 +70,24 @@ class _Outcome:
     mi: np.ndarray
     norm: np.ndarray | None = None
     seconds: float = 0.0
+    confidence: np.ndarray | None = None
+    """max_c p̄_c, the model average's confidence in its prediction (for reliability diagrams)."""
 
     def worse(self, other: _Outcome) -> _Outcome:
         """Per example, the worse of two outcomes: misclassified first, then the higher NLL."""
         take = (other.correct < self.correct) | ((other.correct == self.correct) & (other.nll > self.nll))
         pick = lambda a, b: np.where(take, b, a)  # noqa: E731
         norms = None if self.norm is None or other.norm is None else pick(self.norm, other.norm)
+        both = self.confidence is not None and other.confidence is not None
+        conf = pick(self.confidence, other.confidence) if both else None
         return _Outcome(
             pick(self.correct, other.correct), pick(self.nll, other.nll), pick(self.entropy, other.entropy),
-            pick(self.mi, other.mi), norms, self.seconds + other.seconds,
+            pick(self.mi, other.mi), norms, self.seconds + other.seconds, conf,
         )  # fmt: skip
+
+
+_FIELDS = ("correct", "nll", "entropy", "mi", "confidence")
+"""Per-example arrays `_evaluate` returns (the first four are `_Outcome`'s positional fields)."""
 
 
 def _eval_generator(device: torch.device, seed: int, batch_index: int) -> torch.Generator:
@@ -97,6 +105,7 @@ def _evaluate(posterior: Posterior, x: torch.Tensor, y: torch.Tensor, k: int, ge
         "nll": nll(log_p, y).cpu().numpy(),
         "entropy": predictive_entropy(logits).cpu().numpy(),
         "mi": mutual_information(logits).cpu().numpy(),
+        "confidence": log_p.max(-1).values.exp().cpu().numpy(),
     }
 
 
@@ -138,7 +147,7 @@ def _attack_split(
     best: _Outcome | None = None
     for restart in range(spec.restarts):
         started = time.perf_counter()
-        parts: dict[str, list[np.ndarray]] = {k: [] for k in ("correct", "nll", "entropy", "mi", "norm")}
+        parts: dict[str, list[np.ndarray]] = {k: [] for k in (*_FIELDS, "norm")}
         # Seeds per restart: the posterior samples and numpy's random starts differ between restarts.
         attack_gen = torch.Generator(device=device).manual_seed(spec.seed * 7919 + restart)
         attack = (
@@ -168,8 +177,9 @@ def _attack_split(
             parts["norm"].append(delta_norm.cpu().numpy())
             tick(len(yb))
         outcome = _Outcome(
-            *(np.concatenate(parts[k]) for k in ("correct", "nll", "entropy", "mi", "norm")),
+            *(np.concatenate(parts[k]) for k in (*_FIELDS[:4], "norm")),
             seconds=time.perf_counter() - started,
+            confidence=np.concatenate(parts["confidence"]),
         )
         best = outcome if best is None else best.worse(outcome)
     assert best is not None
@@ -180,12 +190,14 @@ def _clean(
     posterior: Posterior, x: torch.Tensor, y: torch.Tensor, k: int, seed: int, batch_size: int
 ) -> _Outcome:
     device = posterior.device
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("correct", "nll", "entropy", "mi")}
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in _FIELDS}
     for b, start in enumerate(range(0, len(y), batch_size)):
         xb, yb = x[start : start + batch_size], y[start : start + batch_size]
         for key, value in _evaluate(posterior, xb, yb, k, _eval_generator(device, seed, b)).items():
             parts[key].append(value)
-    return _Outcome(*(np.concatenate(parts[k]) for k in ("correct", "nll", "entropy", "mi")))
+    return _Outcome(
+        *(np.concatenate(parts[k]) for k in _FIELDS[:4]), confidence=np.concatenate(parts["confidence"])
+    )
 
 
 def _rows(base: dict[str, Any], clean: _Outcome, adv: _Outcome | None) -> list[dict[str, Any]]:
@@ -216,12 +228,14 @@ def run(
     n: int | None = None,
     batch_size: int = 128,
     progress: bool | None = None,
+    clean_cache: dict[tuple, Any] | None = None,
 ) -> Evaluation:
     """Evaluate every model under every spec on the first `n` examples of `split`.
 
     Returns an `Evaluation` whose `results` has one row per (model, attack, eps, input, metric) with the
     settings in every row (dataset, n, attack, norm, eps, steps, step_size, restarts, random_init, eot,
     k_attack, k_eval, seed), and whose `examples` holds per-example outcomes (for detection AUROCs, gates).
+    `clean_cache` lets calls on the same split share their clean evaluations (a sweep runs one spec per call).
     """
     if not models:
         raise UserError("no model to evaluate; pass --model NAME")
@@ -251,8 +265,13 @@ def run(
                 outcomes: list[tuple[AttackSpec, _Outcome]] = []
                 for spec in specs:
                     key = (spec.k_eval, spec.seed)
+                    shared = (id(posterior), n, batch_size, *key)
+                    if key not in cleans and clean_cache is not None and shared in clean_cache:
+                        cleans[key] = clean_cache[shared]
                     if key not in cleans:
                         cleans[key] = _clean(posterior, x, y, spec.k_eval, spec.seed, batch_size)
+                        if clean_cache is not None:
+                            clean_cache[shared] = cleans[key]
                     bar.set_postfix_str(f"{model.name} {spec.label} eps={spec.eps:.4g}")
                     adv = _attack_split(model, spec, x, y, batch_size, input_shape, num_classes, bar.update)
                     outcomes.append((spec, adv))
@@ -313,8 +332,15 @@ def _examples(
         "clean_correct": clean.correct, "adv_correct": adv.correct,
         "clean_entropy": clean.entropy, "adv_entropy": adv.entropy,
         "clean_mi": clean.mi, "adv_mi": adv.mi,
+        "clean_nll": clean.nll, "adv_nll": adv.nll,
+        "clean_confidence": _or_nan(clean.confidence, len(clean.correct)),
+        "adv_confidence": _or_nan(adv.confidence, len(adv.correct)),
         "perturbation": adv.norm if adv.norm is not None else np.nan,
     })  # fmt: skip
+
+
+def _or_nan(values: np.ndarray | None, n: int) -> np.ndarray:
+    return np.full(n, np.nan) if values is None else values
 
 
 def _worst_cases(
@@ -344,6 +370,30 @@ def _worst_cases(
         rows += _rows(base, cleans[(k_eval, seed)], worst)
         example_rows.append(_examples(model, spec, WORST_CASE, cleans[(k_eval, seed)], worst))
     return rows
+
+
+def worst_cases_from_examples(
+    model: ModelUnderTest, cells: Sequence[tuple[AttackSpec, pd.DataFrame, float]], dataset: str, n: int
+) -> tuple[list[dict[str, Any]], list[pd.DataFrame]]:
+    """The worst case over attacks that `run` computes, from recorded per-example tables instead of a run's
+    memory (a sweep evaluates one spec at a time). `cells`: (spec, its rows of `examples`, its attack
+    seconds) of one model. Returns the worst case's result rows and per-example frames."""
+
+    def outcome(frame: pd.DataFrame, which: str, seconds: float = 0.0) -> _Outcome:
+        column = lambda name: frame[f"{which}_{name}"].to_numpy()  # noqa: E731
+        norm = frame["perturbation"].to_numpy() if which == "adv" else None
+        return _Outcome(column("correct"), column("nll"), column("entropy"), column("mi"), norm, seconds,
+                        column("confidence"))  # fmt: skip
+
+    outcomes: list[tuple[AttackSpec, _Outcome]] = []
+    cleans: dict[tuple[int, int], _Outcome] = {}
+    for spec, frame, seconds in cells:
+        frame = frame.sort_values("index", kind="stable")
+        cleans.setdefault((spec.k_eval, spec.seed), outcome(frame, "clean"))
+        outcomes.append((spec, outcome(frame, "adv", seconds)))
+    example_rows: list[pd.DataFrame] = []
+    rows = _worst_cases(model, outcomes, cleans, dataset, n, example_rows)
+    return rows, example_rows
 
 
 def summary(results: pd.DataFrame) -> pd.DataFrame:

@@ -30,6 +30,9 @@ EXAMPLES_PARQUET = "examples.parquet"
 EXAMPLES_CSV = "examples.csv"
 META = "meta.json"
 DEFAULT_REPORTS = "reports"
+SCHEMA_VERSION = 1
+"""Version of the tables' layout (columns and their meaning), written to meta.json as `schema_version`;
+readers reject a run folder that declares another version. Bump it when a column changes meaning."""
 
 
 def new_run_id(prefix: str = "attack") -> str:
@@ -80,6 +83,13 @@ def writable_root(root: Path | str) -> Path:
     return root
 
 
+def full_meta(meta: dict[str, Any], run_id: str) -> dict[str, Any]:
+    """`meta` with the run id, the schema version, a timestamp, package versions and the git commit."""
+    written = datetime.now(timezone.utc).isoformat()
+    return {"run_id": run_id, "schema_version": SCHEMA_VERSION, "written": written, "versions": versions(),
+            "git": git_commit(), **meta}  # fmt: skip
+
+
 def write_report(
     results: pd.DataFrame,
     meta: dict[str, Any],
@@ -104,9 +114,7 @@ def write_report(
                 examples.to_parquet(tmp / EXAMPLES_PARQUET, index=False)
             else:
                 examples.to_csv(tmp / EXAMPLES_CSV, index=False)
-        full = {"run_id": run_id, "written": datetime.now(timezone.utc).isoformat(), "versions": versions(),
-                "git": git_commit(), **meta}  # fmt: skip
-        (tmp / META).write_text(json.dumps(full, indent=2, default=str), encoding="utf-8")
+        (tmp / META).write_text(json.dumps(full_meta(meta, run_id), indent=2, default=str), encoding="utf-8")
         os.replace(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -114,9 +122,68 @@ def write_report(
     return final
 
 
+def write_into(
+    folder: Path, results: pd.DataFrame, meta: dict[str, Any], examples: pd.DataFrame | None = None
+) -> None:
+    """Write the tables and meta.json into an existing run folder (a sweep's), each file under a temporary
+    name and renamed, meta.json last; files of an earlier write are replaced, never left half-written."""
+    staged: list[tuple[Path, str]] = []
+    try:
+        for name, write in _table_writers(results, examples):
+            tmp = folder / f".{name}.{os.getpid()}.partial"
+            staged.append((tmp, name))
+            write(tmp)
+        tmp = folder / f".{META}.{os.getpid()}.partial"
+        staged.append((tmp, META))
+        payload = json.dumps(full_meta(meta, folder.name), indent=2, default=str)
+        tmp.write_text(payload, encoding="utf-8")
+        for tmp, name in staged:
+            os.replace(tmp, folder / name)
+    except BaseException:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
+        raise
+
+
+def _table_writers(results: pd.DataFrame, examples: pd.DataFrame | None) -> list[tuple[str, Any]]:
+    writers: list[tuple[str, Any]] = [(RESULTS_CSV, lambda p: results.to_csv(p, index=False))]
+    parquet = _has_parquet()
+    if parquet:
+        writers.append((RESULTS_PARQUET, lambda p: results.to_parquet(p, index=False)))
+    if examples is not None and len(examples):
+        if parquet:
+            writers.append((EXAMPLES_PARQUET, lambda p: examples.to_parquet(p, index=False)))
+        else:
+            writers.append((EXAMPLES_CSV, lambda p: examples.to_csv(p, index=False)))
+    return writers
+
+
+def check_schema(folder: Path | str) -> dict[str, Any]:
+    """meta.json of a run folder ({} when absent); a declared `schema_version` other than `SCHEMA_VERSION`
+    is a one-line `UserError`."""
+    path = Path(folder) / META
+    if not path.is_file():
+        return {}
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise UserError(f"'{path}' is not valid JSON ({err}); re-run the sweep") from None
+    if not isinstance(meta, dict):
+        raise UserError(f"'{path}' does not hold a JSON object; re-run the sweep")
+    found = meta.get("schema_version", SCHEMA_VERSION)
+    if found != SCHEMA_VERSION:
+        raise UserError(
+            f"'{folder}' holds results of schema version {found!r}; this robusthyper reads version "
+            f"{SCHEMA_VERSION}; re-run the sweep or use the robusthyper that wrote it"
+        )
+    return meta
+
+
 def read_results(folder: Path | str) -> pd.DataFrame:
-    """The tidy results table of a report folder (parquet when present, else CSV)."""
+    """The tidy results table of a report folder (parquet when present, else CSV); a folder whose meta.json
+    declares another schema version is a `UserError`."""
     folder = Path(folder)
+    check_schema(folder)
     if (folder / RESULTS_PARQUET).is_file():
         return pd.read_parquet(folder / RESULTS_PARQUET)
     if (folder / RESULTS_CSV).is_file():

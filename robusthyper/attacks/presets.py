@@ -39,8 +39,17 @@ def find_preset(ref: str) -> Path:
 def load_preset(ref: str, overrides: dict[str, Any] | None = None) -> list[AttackSpec]:
     """The specs a preset describes (one per attack and eps), with `overrides` (CLI flags) applied."""
     path = find_preset(ref)
-    data = read_toml(path)
+    return specs_from_data(path, read_toml(path), overrides)
+
+
+def specs_from_data(
+    path: Path, data: dict[str, Any], overrides: dict[str, Any] | None = None
+) -> list[AttackSpec]:
+    """The specs of a preset's parsed TOML (`robusthyper.sweep` takes its suite-level keys out first)."""
+    data = dict(data)
     data.pop("description", None)
+    # A suite's number of test examples: `robusthyper.sweep.load_suite` reads and checks it.
+    data.pop("n", None)
     tables = data.pop("attacks", None)
     if tables is None:
         tables = [data]

@@ -71,9 +71,10 @@ def build(run_dir: Path | str, out: Path | str | None = None, *, title: str | No
     run_dir = Path(run_dir)
     run = d.load_run(run_dir)
     page = _output_path(run_dir, out)
-    results, meta = run.results, run.meta
-    models = d.models(results)
+    models = d.models(run.results)
     colors = plots.palette(models)
+    results, ood = d.split_ood(run.results)
+    meta = run.meta
     recorded = meta.get("warnings")  # warnings the run itself recorded (e.g. a non-monotone accuracy curve)
     if isinstance(recorded, list):
         run.warnings[:0] = [str(w) for w in recorded]
@@ -98,6 +99,9 @@ def build(run_dir: Path | str, out: Path | str | None = None, *, title: str | No
                     f"the per-example table has no '{d.CLEAN_CONFIDENCE}' column: the reliability panels "
                     "show accuracy per entropy bin, not per confidence bin"
                 )
+    plot = plots.ood(ood, colors)
+    if plot is not None:
+        figures.append(plot)
     if not any(p.name == "robust_accuracy" for p in figures):
         run.warn("the results hold no adversarial accuracy rows: the robust accuracy plot is skipped")
 
@@ -108,6 +112,8 @@ def build(run_dir: Path | str, out: Path | str | None = None, *, title: str | No
                                      columns=["score", "subset"], values=d.VALUE, sort=False)  # fmt: skip
         wide.columns = [f"AUROC {score} ({subset})" for score, subset in wide.columns]
         tables["Detection AUROC"] = wide.reset_index().rename(columns={"panel": "attack"})
+    if not ood.empty:
+        tables["Out-of-distribution detection"] = d.ood_table(ood)
     tables["Numbers"] = d.numbers(results)
     tables["Settings"] = d.settings(results)
 
@@ -115,6 +121,8 @@ def build(run_dir: Path | str, out: Path | str | None = None, *, title: str | No
     for key in ("dataset", "n"):
         if key in results.columns:
             summary.append((key, ", ".join(str(v) for v in dict.fromkeys(results[key]))))
+    if not ood.empty:
+        summary.append(("OOD sets", ", ".join(dict.fromkeys(ood[d.INPUT]))))
     summary.append(("ε grid", ", ".join(f"{v:g}" for v in sorted(set(results[d.EPS].dropna())))))
     for key in ("run_id", "command", "device", "written"):
         if key in meta:

@@ -33,6 +33,11 @@ CLEAN, ADVERSARIAL = "clean", "adversarial"
 ACCURACY, ENTROPY, MI = "accuracy", "entropy", "mutual_information"
 WORST_CASE = "worst-case"
 """The attack label `robusthyper.evaluate` gives the per-example worst case over attacks."""
+OOD = "ood"
+"""The attack label of `robusthyper.sweep`'s OOD rows: `input` names the OOD set, `eps` is NaN, `metric` is
+`ood_auroc_entropy`, `ood_auroc_mi` (in-distribution vs OOD inputs) or the mean score on OOD inputs."""
+OOD_COLUMNS = {"ood_auroc_entropy": "AUROC entropy", "ood_auroc_mi": "AUROC MI",
+               "ood_entropy": "mean OOD entropy", "ood_mi": "mean OOD MI"}  # fmt: skip
 
 # Per-example table (examples.parquet / examples.csv).
 INDEX = "index"
@@ -46,7 +51,7 @@ REQUIRED_EXAMPLES = (MODEL, ATTACK, EPS, INDEX, CLEAN_CORRECT, ADV_CORRECT, CLEA
                      CLEAN_MI, ADV_MI)  # fmt: skip
 
 SCHEMA_KEYS = ("schema_version", "results_schema_version")
-"""Keys of meta.json that may carry the results schema version (none is written yet: columns are checked)."""
+"""Keys of meta.json that may carry the results schema version (`robusthyper.results.SCHEMA_VERSION`)."""
 SUPPORTED_SCHEMA = 1
 
 RESULTS_FILES = ("results.parquet", "results.csv")
@@ -291,6 +296,23 @@ def reliability(examples: pd.DataFrame, model: str, n_bins: int = RELIABILITY_BI
         "ece": None,
         "n": len(entropy),
     }
+
+
+def split_ood(results: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(the attack rows, the OOD rows): OOD rows have no eps and go to their own table and plot."""
+    is_ood = results[ATTACK] == OOD
+    return results[~is_ood].reset_index(drop=True), results[is_ood].reset_index(drop=True)
+
+
+def ood_table(ood: pd.DataFrame) -> pd.DataFrame:
+    """One row per (model, OOD set): detection AUROCs by entropy and MI and the mean scores on OOD inputs."""
+    if ood.empty:
+        return pd.DataFrame()
+    keys = [c for c in (MODEL, INPUT, "n", K_EVAL, SEED) if c in ood.columns]
+    wide = ood.pivot_table(index=keys, columns=METRIC, values=VALUE, aggfunc="first", sort=False)
+    wide = wide[[c for c in OOD_COLUMNS if c in wide.columns]].rename(columns=OOD_COLUMNS).reset_index()
+    wide.columns.name = None
+    return wide.rename(columns={INPUT: "OOD set"})
 
 
 def numbers(results: pd.DataFrame) -> pd.DataFrame:

@@ -203,3 +203,27 @@ def reliability(examples: pd.DataFrame, models: Sequence[str], colors: dict[str,
                    "accuracy per bin of predictive entropy (a calibrated model's accuracy falls as entropy "
                    "rises) instead of accuracy per confidence bin.")  # fmt: skip
     return _finish(fig, axes, len(panels), "reliability", "Reliability per model", caption)
+
+
+def ood(frame: pd.DataFrame, colors: dict[str, Any]) -> Plot | None:
+    """Bars of OOD detection AUROC per model, by entropy and by MI, one panel per OOD set."""
+    frame = frame[frame[d.METRIC].isin(["ood_auroc_entropy", "ood_auroc_mi"])].dropna(subset=[d.VALUE])
+    if frame.empty:
+        return None
+    frame = frame.assign(score=frame[d.METRIC].map({"ood_auroc_entropy": "entropy", "ood_auroc_mi": "MI"}))
+    sets = list(dict.fromkeys(frame[d.INPUT]))
+    fig, axes = _figure(len(sets))
+    for ax, name in zip(axes.ravel(), sets, strict=False):
+        part = frame[frame[d.INPUT] == name]
+        sns.barplot(data=part, x="score", y=d.VALUE, hue=d.MODEL, order=["entropy", "MI"],
+                    hue_order=[m for m in colors if m in set(part[d.MODEL])], palette=colors, ax=ax,
+                    errorbar=None)  # fmt: skip
+        ax.axhline(0.5, color="grey", lw=0.8, ls=":")
+        ax.set_title(f"in-distribution vs {name}")
+        ax.set_xlabel("score")
+        ax.set_ylabel("OOD detection AUROC")
+        ax.set_ylim(0, 1.03)
+        ax.grid(True, axis="y", alpha=0.3)
+    return _finish(fig, axes, len(sets), "ood_auroc", "Out-of-distribution detection AUROC",
+                   "Clean test inputs (negative) vs out-of-distribution inputs (positive), scored by predictive "
+                   "entropy and by mutual information; 0.5 (dotted) is chance.")  # fmt: skip

@@ -1,0 +1,376 @@
+"""Tests of robusthyper.sweep and `robusthyper sweep`: a killed sweep resumes to the same table as an
+uninterrupted one (recomputing only the missing cells), changed settings never reuse stale cells, the table
+equals `evaluate.run`'s, OOD AUROC rows, the suites, and every bad input ends in one line, exit code 2 and
+nothing half-written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from conftest import tiny_recipe
+from typer.testing import CliRunner
+
+from robusthyper import store, sweep
+from robusthyper.attacks import make_spec
+from robusthyper.cli import app
+from robusthyper.errors import ConfigError, UserError
+from robusthyper.evaluate import ModelUnderTest, run
+from robusthyper.metrics import auroc
+from robusthyper.results import META, RESULTS_CSV, SCHEMA_VERSION, read_results
+from robusthyper.train import fit
+
+N, BATCH = 24, 12
+FAST = {"k_attack": 2, "k_eval": 4}
+SPECS = [make_spec(attack="fgsm", eps=e, **FAST) for e in (0.0, 0.1)] + [
+    make_spec(attack="pgd", eps=0.1, steps=2, **FAST)
+]
+MODELS = ["tiny-det", "tiny-mcd"]
+
+
+@pytest.fixture(scope="module")
+def model_store(tmp_path_factory, mnist5k) -> Path:
+    """Two small MLPs. The MC-dropout one is trained enough (2,000 digits, 3 epochs, ~85% accuracy) to be
+    less sure of noise than of digits; after 600 digits it is not yet (its AUROC on noise is below 0.5)."""
+    from robusthyper.data import Dataset, Split
+
+    root = tmp_path_factory.mktemp("store")
+    for kind, count, epochs in (("det", 600, 2), ("mcd", 2000, 3)):
+        data = Dataset(mnist5k.info, Split(mnist5k.train.x[:count], mnist5k.train.y[:count]),
+                       Split(mnist5k.test.x[:200], mnist5k.test.y[:200]), None, mnist5k.source)  # fmt: skip
+        recipe = tiny_recipe(kind, epochs=epochs, val_fraction=0.0).model_copy(
+            update={"name": f"tiny-{kind}"}
+        )
+        result = fit(recipe, data, progress=False)
+        store.save(result.posterior, recipe, result.metrics, root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def whole(model_store, tmp_path_factory) -> sweep.SweepResult:
+    """An uninterrupted sweep of both models under SPECS."""
+    return _sweep(tmp_path_factory.mktemp("whole") / "run", model_store)
+
+
+def _sweep(run_dir: Path, model_store: Path, specs=SPECS, models=MODELS, **kwargs) -> sweep.SweepResult:
+    options = {"n": N, "batch_size": BATCH, "progress": False, "ood": False, "report": False, **kwargs}
+    return sweep.run_sweep(run_dir, models, specs, store=model_store, **options)
+
+
+def _timeless(frame: pd.DataFrame) -> pd.DataFrame:
+    """The table without wall-clock seconds (the only figures that differ between runs)."""
+    return frame[frame["metric"] != "seconds"].reset_index(drop=True)
+
+
+def _cells(run_dir: Path) -> list[Path]:
+    return sorted((run_dir / sweep.CELLS).glob("*.parquet"))
+
+
+# ---------------------------------------------------------------- resume
+
+
+def test_killed_sweep_resumes_to_the_same_table(model_store, whole, tmp_path, monkeypatch) -> None:
+    assert (whole.computed, whole.reused) == (6, 0)
+
+    calls = {"n": 0}
+    original = sweep.compute_cell
+
+    def dies_on_the_third(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(sweep, "compute_cell", dies_on_the_third)
+    killed = tmp_path / "killed"
+    with pytest.raises(KeyboardInterrupt):
+        _sweep(killed, model_store)
+    assert len(_cells(killed)) == 2
+    assert not (killed / RESULTS_CSV).exists() and not (killed / META).exists()
+    assert not list((killed / sweep.CELLS).glob(".*"))  # no half-written cell
+    monkeypatch.setattr(sweep, "compute_cell", original)
+
+    resumed = _sweep(killed, model_store)
+    assert (resumed.computed, resumed.reused) == (4, 2)
+    pd.testing.assert_frame_equal(_timeless(resumed.results), _timeless(whole.results))
+    pd.testing.assert_frame_equal(resumed.examples, whole.examples)
+    pd.testing.assert_frame_equal(_timeless(read_results(killed)), _timeless(read_results(whole.run_dir)))
+
+    again = _sweep(killed, model_store)
+    assert (again.computed, again.reused) == (0, 6)
+    meta = json.loads((killed / META).read_text())
+    assert meta["schema_version"] == SCHEMA_VERSION and meta["cells"]["reused"] == 6
+
+
+def test_sweep_table_equals_evaluate_run(model_store, whole) -> None:
+    """Cell by cell with a shared clean evaluation, and the worst case rebuilt from recorded examples: the
+    same numbers as one `evaluate.run` over all specs."""
+    done = whole
+    models = []
+    for name in MODELS:
+        ckpt = store.load(name, model_store)
+        models.append(ModelUnderTest(name, ckpt.posterior, str(ckpt.path), ckpt.meta["posterior"]))
+    from robusthyper.data import load_dataset
+
+    direct = run(models, SPECS, load_dataset("mnist5k").test, dataset="mnist5k", n=N, batch_size=BATCH,
+                 progress=False)  # fmt: skip
+    assert "worst-case" in set(done.results["attack"])
+    pd.testing.assert_frame_equal(_timeless(done.results), _timeless(direct.results), check_dtype=False)
+    pd.testing.assert_frame_equal(done.examples, direct.examples, check_dtype=False)
+    assert {"clean_confidence", "adv_confidence"} <= set(done.examples.columns)
+    assert done.examples["clean_confidence"].between(0.1, 1).all()
+
+
+def test_changed_settings_do_not_reuse_stale_cells(model_store, tmp_path) -> None:
+    run_dir = tmp_path / "run"
+    one = {"models": ["tiny-mcd"]}
+    assert _sweep(run_dir, model_store, **one).computed == 3
+    fewer = _sweep(run_dir, model_store, n=16, **one)  # another n: every cell differs
+    assert (fewer.computed, fewer.reused) == (3, 0)
+    assert set(fewer.results["n"]) == {16}
+    other_keval = SPECS[:2] + [make_spec(attack="pgd", eps=0.1, steps=2, k_attack=2, k_eval=5)]
+    changed = _sweep(run_dir, model_store, specs=other_keval, **one)
+    assert (changed.computed, changed.reused) == (1, 2)
+    assert _sweep(run_dir, model_store, batch_size=8, **one).reused == 0  # batches draw their own samples
+    both = _sweep(run_dir, model_store)  # another model joins; the first settings' cells are still there
+    assert (both.computed, both.reused) == (3, 3)
+    assert set(both.results["n"]) == {N} and set(both.results["model"]) == set(MODELS)
+
+
+def test_no_resume_and_overwrite(model_store, tmp_path) -> None:
+    run_dir = tmp_path / "run"
+    _sweep(run_dir, model_store, specs=SPECS[:1])
+    with pytest.raises(UserError, match="already records 2 cell"):
+        _sweep(run_dir, model_store, specs=SPECS[:1], resume=False)
+    done = _sweep(run_dir, model_store, specs=SPECS[:1], resume=False, overwrite=True)
+    assert (done.computed, done.reused) == (2, 0)
+
+
+# ---------------------------------------------------------------- OOD
+
+
+def test_ood_auroc_against_metrics_auroc(model_store, mnist5k) -> None:
+    posterior = store.load("tiny-mcd", model_store).posterior
+    x_in = mnist5k.test.x[:64]
+    x_out = torch.rand((64, 1, 28, 28), generator=torch.Generator().manual_seed(1))
+    got = sweep.ood_auroc(posterior, x_in, x_out, k_eval=8, seed=3, batch_size=32)
+    assert got["entropy"] > 0.75  # a trained model is less sure of noise than of digits
+    inside = sweep.uncertainty_scores(posterior, x_in, k_eval=8, seed=3, batch_size=32)
+    outside = sweep.uncertainty_scores(posterior, x_out, k_eval=8, seed=3, batch_size=32)
+    assert got["entropy"] == auroc(inside["entropy"], outside["entropy"])
+    assert got["mi"] == auroc(inside["mi"], outside["mi"])
+    # The scores are the model average's entropy and MI over K_eval samples from the evaluation generators.
+    from robusthyper.evaluate import _eval_generator
+    from robusthyper.metrics import mutual_information, predictive_entropy
+
+    logits = posterior.logits(x_out[:32], 8, _eval_generator(torch.device("cpu"), 3, 0))
+    torch.testing.assert_close(outside["entropy"][:32], predictive_entropy(logits))
+    torch.testing.assert_close(outside["mi"][:32], mutual_information(logits))
+    # The same inputs on both sides: chance.
+    assert sweep.ood_auroc(posterior, x_in, x_in, k_eval=8, seed=3)["entropy"] == pytest.approx(0.5)
+
+
+def test_sweep_records_ood_rows(model_store, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("ROBUSTHYPER_DEBIAN_FASHION_DIR", str(tmp_path / "no-fashion"))
+    done = sweep.run_sweep(tmp_path / "run", ["tiny-mcd"], SPECS[:1], store=model_store, data_dir=tmp_path,
+                           n=N, progress=False, report=False)  # fmt: skip
+    ood = done.results[done.results["attack"] == sweep.OOD_ATTACK]
+    assert set(ood["input"]) == {sweep.UNIFORM_NOISE}
+    assert set(ood["metric"]) == {"ood_auroc_entropy", "ood_auroc_mi", "ood_entropy", "ood_mi"}
+    assert ood["eps"].isna().all() and (ood["n"] == N).all()
+    aurocs = ood[ood["metric"].str.startswith("ood_auroc")]
+    assert aurocs["value"].between(0, 1).all() and ood["k_eval"].eq(SPECS[0].k_eval).all()
+    assert any("fashion-mnist skipped" in w for w in done.warnings)
+    assert done.computed == 2  # one attack cell, one OOD cell
+
+
+def test_ood_sets_per_dataset(tmp_path, monkeypatch) -> None:
+    from robusthyper.data import Dataset, Split, dataset_info
+
+    def split(n: int, shape: tuple[int, ...]) -> Split:
+        return Split(torch.rand((n, *shape)), torch.zeros(n, dtype=torch.long))
+
+    cifar5 = Dataset(dataset_info("cifar5"), split(8, (3, 32, 32)), split(8, (3, 32, 32)),
+                     split(6, (3, 32, 32)), "fake")  # fmt: skip
+    sets, notes = sweep.ood_sets("cifar5", cifar5, 4, 0, tmp_path)
+    assert [(name, tuple(x.shape)) for name, x in sets] == [
+        (sweep.UNIFORM_NOISE, (4, 3, 32, 32)),
+        ("cifar5-ood", (4, 3, 32, 32)),
+    ] and notes == []
+    assert 0 <= sets[0][1].min() and sets[0][1].max() <= 1
+    torch.testing.assert_close(sets[1][1], cifar5.ood.x[:4])
+    monkeypatch.setenv("ROBUSTHYPER_DEBIAN_FASHION_DIR", str(tmp_path / "none"))
+    mnist = Dataset(dataset_info("mnist5k"), split(8, (1, 28, 28)), split(8, (1, 28, 28)), None, "fake")
+    sets, notes = sweep.ood_sets("mnist5k", mnist, 4, 0, tmp_path)
+    assert [name for name, _ in sets] == [sweep.UNIFORM_NOISE] and "fashion-mnist skipped" in notes[0]
+
+
+# ---------------------------------------------------------------- suites
+
+
+def test_shipped_suites() -> None:
+    standard = sweep.load_suite("standard")
+    assert {s.attack.value for s in standard.specs} == {"fgsm", "pgd", "apgd-ce", "apgd-dlr", "square"}
+    assert sorted({s.eps for s in standard.specs}) == [0, 0.05, 0.1, 0.15, 0.2, 0.3]
+    quick = sweep.load_suite("quick", {"seed": 7})
+    assert quick.n == 200 and {s.seed for s in quick.specs} == {7}
+    assert {s.label for s in quick.specs} == {"fgsm", "pgd-20"} and {s.k_attack for s in quick.specs} == {10}
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [('[[attacks]]\nattack = "fgsm"\neps = [0.1]\nstepz = 3\n', "stepz"),
+     ('[[attacks]]\nattack = "fgsm"\neps = []\n', "eps list is empty"),
+     ("attacks = []\n", "no [[attacks]]"),
+     ('n = 0\n[[attacks]]\nattack = "fgsm"\neps = [0.1]\n', "n = 0"),
+     ('colour = "red"\n[[attacks]]\nattack = "fgsm"\neps = [0.1]\n', "colour"),
+     ("[[attacks]\n", "malformed TOML")],
+)  # fmt: skip
+def test_bad_suites(tmp_path, text, fragment) -> None:
+    path = tmp_path / "suite.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        sweep.load_suite(str(path))
+    assert fragment in str(err.value) and "\n" not in str(err.value)
+
+
+# ---------------------------------------------------------------- the command line
+
+
+def _invoke(*args: str):
+    return CliRunner().invoke(app, list(args))
+
+
+def _one_line(result) -> str:
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error:"), result.output
+    return lines[0]
+
+
+@pytest.fixture()
+def suite_file(tmp_path) -> Path:
+    path = tmp_path / "tiny.toml"
+    path.write_text('n = 16\n[[attacks]]\nattack = "fgsm"\neps = [0, 0.1]\nk_attack = 2\nk_eval = 3\n'
+                    '[[attacks]]\nattack = "pgd"\nsteps = 2\neps = [0.1]\nk_attack = 2\nk_eval = 3\n')  # fmt: skip
+    return path
+
+
+def test_cli_sweep_writes_the_report_and_resumes(model_store, suite_file, tmp_path) -> None:
+    out = tmp_path / "reports" / "tiny"
+    args = ["sweep", str(suite_file), "--model", "tiny-det", "--model", "tiny-mcd", "--store", str(model_store),
+            "--out", str(out), "--device", "cpu", "--no-ood", "--quiet"]  # fmt: skip
+    first = _invoke(*args)
+    assert first.exit_code == 0, first.output
+    assert "6 cells computed, 0 reused" in first.output
+    assert first.output.strip().splitlines()[-1] == str(out / "index.html")
+    assert (out / "index.html").is_file() and (out / "results.parquet").is_file()
+    meta = json.loads((out / META).read_text())
+    assert meta["n"] == 16 and meta["command"] == "sweep" and meta["suite"] == str(suite_file)
+    assert meta["schema_version"] == SCHEMA_VERSION
+    text = (out / "index.html").read_text(encoding="utf-8")
+    assert "Worst case over attacks" in text and "tiny-mcd" in text
+    second = _invoke(*args)
+    assert second.exit_code == 0 and "0 cells computed, 6 reused" in second.output
+    assert "already records 6 cell" in _one_line(_invoke(*args, "--no-resume"))
+
+
+def test_report_shows_ood(model_store, tmp_path) -> None:
+    done = sweep.run_sweep(tmp_path / "run", ["tiny-mcd"], SPECS[1:2], store=model_store, n=N,
+                           progress=False)  # fmt: skip
+    assert done.report is not None
+    text = done.report.read_text(encoding="utf-8")
+    assert "Out-of-distribution detection AUROC" in text and "uniform-noise" in text
+    assert (done.run_dir / "figures" / "ood_auroc.png").is_file()
+
+
+def _bad_sweep(model_store: Path, out: Path, *extra: str):
+    return _invoke("sweep", "quick", "--model", "tiny-det", "--store", str(model_store), "--out", str(out),
+                   "--device", "cpu", "--no-ood", "--quiet", *extra)  # fmt: skip
+
+
+def test_cli_bad_input_one_line_nothing_written(model_store, tmp_path) -> None:
+    out = tmp_path / "run"
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[attacks]]\nattack = "fgsm"\neps = [0.1]\nsteps_typo = 1\n')
+    result = _invoke("sweep", str(bad), "--model", "tiny-det", "--store", str(model_store), "--out", str(out))
+    assert "steps_typo" in _one_line(result)
+    bad.write_text('[[attacks]]\nattack = "fgsm"\neps = []\n')
+    result = _invoke("sweep", str(bad), "--model", "tiny-det", "--store", str(model_store), "--out", str(out))
+    assert "eps list is empty" in _one_line(result)
+    assert "no checkpoint for 'nope'" in _one_line(_invoke("sweep", "quick", "--model", "nope", "--store",
+                                                           str(model_store), "--out", str(out)))  # fmt: skip
+    assert "larger than the mnist5k test set" in _one_line(_bad_sweep(model_store, out, "--n", "5000"))
+    assert "not both" in _one_line(_bad_sweep(model_store, out, "--run-id", "x"))
+    assert not out.exists()
+    # An output path that cannot be written: under a file.
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    assert "is a file" in _one_line(_bad_sweep(model_store, blocker / "run"))
+    assert "is a file" in _one_line(_bad_sweep(model_store, blocker))
+    assert blocker.read_text() == "x"
+
+
+def test_cli_refuses_foreign_and_incompatible_folders(model_store, tmp_path) -> None:
+    # A folder holding an `attack` run (results but no cells) or other files is not taken over.
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    assert "not empty and holds no sweep" in _one_line(_bad_sweep(model_store, foreign))
+    (foreign / RESULTS_CSV).write_text("model,attack,eps,input,metric,value\n")
+    assert "results that no sweep recorded" in _one_line(_bad_sweep(model_store, foreign))
+    assert sorted(p.name for p in foreign.iterdir()) == ["notes.txt", RESULTS_CSV]
+    # A sweep folder written under another schema version.
+    run_dir = tmp_path / "old"
+    _sweep(run_dir, model_store, specs=SPECS[:1])
+    meta = json.loads((run_dir / META).read_text())
+    (run_dir / META).write_text(json.dumps({**meta, "schema_version": 99}))
+    before = sorted(p.name for p in run_dir.rglob("*"))
+    assert "schema version 99" in _one_line(_bad_sweep(model_store, run_dir))
+    assert "schema version 99" in _one_line(_invoke("report", str(run_dir)))
+    with pytest.raises(UserError, match="schema version 99"):
+        read_results(run_dir)
+    assert sorted(p.name for p in run_dir.rglob("*")) == before
+
+
+def test_cli_report_on_missing_or_unfinished_runs(model_store, tmp_path, monkeypatch) -> None:
+    assert "does not exist" in _one_line(_invoke("report", str(tmp_path / "missing")))
+    # A sweep killed before its end holds cells but no results yet.
+    monkeypatch.setattr(sweep, "compute_cell", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        _sweep(tmp_path / "killed", model_store)
+    assert "holds no results" in _one_line(_invoke("report", str(tmp_path / "killed")))
+    assert not (tmp_path / "killed" / "index.html").exists()
+
+
+def test_help_lists_every_option() -> None:
+    result = _invoke("sweep", "--help")
+    assert result.exit_code == 0
+    for option in ("--model", "--out", "--run-id", "--resume", "--no-resume", "--overwrite", "--n", "--seed",
+                   "--device", "--batch-size", "--store", "--data-dir", "--train", "--quiet", "--ood"):  # fmt: skip
+        assert option in result.output, option
+
+
+def test_train_if_missing_skips_an_existing_checkpoint(tmp_path) -> None:
+    recipe = tmp_path / "tiny.toml"
+    recipe.write_text('dataset = "mnist5k"\n[net]\narch = "mlp"\nwidths = [8]\n[posterior]\nkind = "det"\n'
+                      "[train]\nepochs = 1\nbatch_size = 256\neval_samples = 1\nval_fraction = 0.0\n")  # fmt: skip
+    args = [
+        "train",
+        str(recipe),
+        "--store",
+        str(tmp_path / "models"),
+        "--device",
+        "cpu",
+        "--quiet",
+        "--if-missing",
+    ]
+    first = _invoke(*args)
+    assert first.exit_code == 0 and "test accuracy" in first.output, first.output
+    again = _invoke(*args)
+    assert again.exit_code == 0 and "exists" in again.output and "test accuracy" not in again.output
+    other = _invoke(*args, "--seed", "1")  # another recipe (seed): trained
+    assert other.exit_code == 0 and "test accuracy" in other.output
+    assert len(list((tmp_path / "models" / "tiny").iterdir())) == 2
