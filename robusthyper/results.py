@@ -25,6 +25,8 @@ import robusthyper
 from robusthyper.errors import UserError
 
 RESULTS_CSV = "results.csv"
+FLAGS_CSV = "flags.csv"
+"""A sweep's sanity flags (`robusthyper.sanity.flags_to_frame`), one row per flag; headers only when clean."""
 RESULTS_PARQUET = "results.parquet"
 EXAMPLES_PARQUET = "examples.parquet"
 EXAMPLES_CSV = "examples.csv"
@@ -123,13 +125,21 @@ def write_report(
 
 
 def write_into(
-    folder: Path, results: pd.DataFrame, meta: dict[str, Any], examples: pd.DataFrame | None = None
+    folder: Path,
+    results: pd.DataFrame,
+    meta: dict[str, Any],
+    examples: pd.DataFrame | None = None,
+    flags: pd.DataFrame | None = None,
 ) -> None:
     """Write the tables and meta.json into an existing run folder (a sweep's), each file under a temporary
-    name and renamed, meta.json last; files of an earlier write are replaced, never left half-written."""
+    name and renamed, meta.json last; files of an earlier write are replaced, never left half-written.
+    `flags`: the sanity flags' table, written as `FLAGS_CSV` (headers only when it is empty)."""
     staged: list[tuple[Path, str]] = []
+    writers = _table_writers(results, examples)
+    if flags is not None:
+        writers.append((FLAGS_CSV, lambda p: flags.to_csv(p, index=False)))
     try:
-        for name, write in _table_writers(results, examples):
+        for name, write in writers:
             tmp = folder / f".{name}.{os.getpid()}.partial"
             staged.append((tmp, name))
             write(tmp)

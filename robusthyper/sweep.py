@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from robusthyper import sanity
 from robusthyper.attacks.spec import AttackSpec
 from robusthyper.errors import ConfigError, DataMissingError, UserError
 from robusthyper.evaluate import ModelUnderTest
@@ -48,7 +49,7 @@ from robusthyper.evaluate import ModelUnderTest
 log = logging.getLogger(__name__)
 
 CELLS = "cells"
-CELL_VERSION = 1
+CELL_VERSION = 2
 """Part of every cell's key: bump it when a change to the code changes what a cell computes."""
 CELL_META_KEY = b"robusthyper.cell"
 OOD_ATTACK = "ood"
@@ -434,22 +435,35 @@ def _prepare_cells(run_dir: Path, overwrite: bool) -> Path:
     return cells
 
 
-def _monotone_warnings(results: pd.DataFrame) -> list[str]:
-    """Robust accuracy must not rise with eps for one attack and model (beyond 3 examples of noise)."""
-    rows = results[(results["metric"] == "accuracy") & (results["input"] == "adversarial")]
-    keys = [c for c in ("model", "attack", "norm", "eot", "k_attack", "k_eval", "seed", "restarts")
-            if c in rows.columns]  # fmt: skip
-    out = []
-    for key, group in rows.groupby(keys, sort=False, dropna=False):
-        points = group.sort_values("eps")[["eps", "value", "n"]].to_numpy()
-        for (eps_a, acc_a, n), (eps_b, acc_b, _) in zip(points, points[1:], strict=False):
-            if acc_b > acc_a + 3 / max(float(n), 1):
-                out.append(
-                    f"{key[0]} {key[1]}: robust accuracy rises from {acc_a:.4f} at eps={eps_a:g} to "
-                    f"{acc_b:.4f} at eps={eps_b:g}; the attack is unreliable (too few steps or samples, or "
-                    "gradient masking)"
-                )
-    return out
+GRADIENT_PROBE = 32
+"""Examples on which a sweep measures each model's input-gradient health (`sanity.gradient_health`)."""
+
+
+def _gradient_health(model: ModelUnderTest, split: Any, n: int, spec: AttackSpec) -> dict[str, float]:
+    """`sanity.gradient_health` of one model on its first min(n, GRADIENT_PROBE) test examples, with the
+    first spec's K_attack (cheap: one backward pass; recomputed on every call, resumed or not)."""
+    from robusthyper.ensemble import frozen
+
+    posterior = model.posterior
+    count = min(n, GRADIENT_PROBE)
+    x, y = split.x[:count].to(posterior.device), split.y[:count].to(posterior.device)
+    with frozen(posterior):
+        return sanity.gradient_health(posterior, x, y, k=spec.k_attack, seed=spec.seed)
+
+
+def _sanity_flags(
+    results: pd.DataFrame,
+    examples: pd.DataFrame,
+    models: Sequence[ModelUnderTest],
+    health: dict[str, dict[str, float]],
+    dataset: str,
+    spec: AttackSpec,
+) -> list[sanity.Flag]:
+    """`sanity.flags` on the sweep's table plus each model's gradient-health rows (which stay out of the
+    results table: they are not an attack)."""
+    rows = [row for model in models for row in sanity.gradient_health_rows(
+        model.name, health[model.name], posterior=model.kind, dataset=dataset, k_attack=spec.k_attack)]  # fmt: skip
+    return sanity.flags(pd.concat([results, pd.DataFrame(rows)], ignore_index=True), examples)
 
 
 def _resolve_device(device: str) -> str:
@@ -616,7 +630,9 @@ def run_sweep(
         result_rows += ood_rows
     results = pd.DataFrame(result_rows)
     examples = pd.concat(example_frames, ignore_index=True) if example_frames else pd.DataFrame()
-    warnings = [*notes, *_monotone_warnings(results)]
+    health = {model.name: _gradient_health(model, data.test, n, first) for model in loaded.models}
+    found = _sanity_flags(results, examples, loaded.models, health, loaded.dataset, first)
+    warnings = [*notes, *(str(f) for f in found)]
     for message in warnings:
         log.warning("%s", message)
 
@@ -628,8 +644,8 @@ def run_sweep(
             "specs": [s.settings() for s in specs], "ood_sets": [name for name, _ in sets],
             "cells": {"total": len(plan), "computed": computed, "reused": reused, "recorded_before": recorded,
                       "other_settings": stale},
-            "warnings": warnings, **(meta or {})}  # fmt: skip
-    write_into(run_dir, results, info, examples)
+            "gradient_health": health, "flags": len(found), "warnings": warnings, **(meta or {})}  # fmt: skip
+    write_into(run_dir, results, info, examples, flags=sanity.flags_to_frame(found))
     page = None
     if report:
         from robusthyper.report import build

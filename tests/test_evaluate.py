@@ -22,7 +22,7 @@ from robusthyper.results import META, RESULTS_CSV, read_results, write_report
 from robusthyper.train import fit
 
 SETTINGS = ["model", "posterior", "dataset", "n", "attack", "norm", "eps", "steps", "step_size", "restarts",
-            "random_init", "eot", "k_attack", "k_eval", "seed"]  # fmt: skip
+            "random_init", "eot", "k_attack", "k_eval", "seed", "protocol"]  # fmt: skip
 
 
 # ---------------------------------------------------------------- metrics: closed forms
@@ -134,6 +134,18 @@ def test_restarts_take_the_worst_case(models, small_mnist) -> None:
     acc = lambda ev: _value(ev.results, input="adversarial", metric="accuracy")  # noqa: E731
     assert acc(three) <= acc(one)
     assert (three.results["restarts"] == 3).all()
+
+
+def test_paper_protocol_runs_unclipped_and_stays_out_of_the_worst_case(models, small_mnist) -> None:
+    # An unclipped paper protocol may leave [0, 1] (it must not raise) and is never part of the worst case.
+    specs = [make_spec(attack="paper-bbh-fgsm", eps=0.3, samples_averaged=4, k_eval=4),
+             make_spec(attack="fgsm", eps=0.3, k_attack=2, k_eval=4)]  # fmt: skip
+    ev = run(models[1:], specs, small_mnist.test, dataset="mnist5k", n=50, batch_size=25, progress=False)
+    paper = ev.results[ev.results["attack"] == "paper-bbh-fgsm"]
+    assert len(paper) and (paper["protocol"] == "paper-bbh").all()
+    assert (ev.results[ev.results["attack"] == "fgsm"]["protocol"] == "strong").all()
+    assert WORST_CASE not in set(ev.results["attack"])  # one strong attack per budget: no worst case
+    assert _value(paper, input="adversarial", metric="max_perturbation") <= 0.3 + 1e-5
 
 
 def test_summary_is_one_row_per_cell(evaluation) -> None:

@@ -187,6 +187,11 @@ def test_frames_clean_start_worst_case_fallback_and_panels() -> None:
     assert d.panel_order(results) == ["pgd", "fgsm"]
     worst = d.worst_case(results)
     assert worst["source"].eq("minimum over attacks").all()
+    paper = results[results["attack"] == "fgsm"].assign(
+        attack="paper-bbh-fgsm", protocol="paper-bbh", value=0.0
+    )
+    with_paper = pd.concat([results.assign(protocol="strong"), paper], ignore_index=True)
+    pd.testing.assert_frame_equal(d.worst_case(with_paper), worst)  # the papers' protocols never count
     assert worst["value"].round(6).tolist() == [0.3, 0.2]
     # A second K_attack for the same model and attack splits the curves; a det net's K=1 does not.
     k_rows = [row("m", "pgd", 0.1, "adversarial", 0.4, k=5), row("det", "pgd", 0.1, "adversarial", 0.1, k=1)]
@@ -200,6 +205,35 @@ def test_frames_clean_start_worst_case_fallback_and_panels() -> None:
 def test_run_warnings_from_meta_are_shown(tmp_path: Path) -> None:
     run = make_run(tmp_path, ("det",), meta={"warnings": ["robust accuracy rises with eps for <pgd>"]})
     assert "robust accuracy rises with eps for &lt;pgd&gt;" in build(run).read_text(encoding="utf-8")
+
+
+def test_sanity_flags_are_shown_at_the_top_escaped(tmp_path: Path) -> None:
+    from robusthyper.sanity import Flag, Severity, flags_to_frame
+
+    run = make_run(tmp_path, ("det",))
+    text = build(run).read_text(encoding="utf-8")
+    assert "Sanity flags" in text and "Not checked" in text  # a run that recorded no flags.csv
+
+    flags_to_frame([]).to_csv(run / "flags.csv", index=False)
+    text = build(run).read_text(encoding="utf-8")
+    assert "No flags: clean bill." in text
+
+    found = [Flag("not-near-zero", Severity.WARNING, "det", "pgd-40", 0.3, "still 0.5 at eps=0.3"),
+             Flag("zero-gradients", Severity.ERROR, XSS, "gradient-check", 0.0, f"masked {XSS}")]  # fmt: skip
+    flags_to_frame(found).to_csv(run / "flags.csv", index=False)
+    text = build(run).read_text(encoding="utf-8")
+    assert "clean bill" not in text and "<script" not in text
+    top = text.index('id="flags"')
+    assert top < text.index('id="warnings"') and top < text.index('id="table-1"')
+    section = text[top : text.index('id="warnings"')]
+    for column in ("code", "severity", "model", "attack", "eps", "message"):
+        assert f">{column}</th>" in section
+    assert "masked &lt;script&gt;alert(1)&lt;/script&gt;" in section and "still 0.5 at eps=0.3" in section
+    assert section.index("zero-gradients") < section.index("not-near-zero")  # errors first
+
+    (run / "flags.csv").write_text("nonsense\n1\n", encoding="utf-8")
+    text = build(run).read_text(encoding="utf-8")
+    assert "the sanity flags are not shown" in text
 
 
 # ---------------------------------------------------------------- bad input

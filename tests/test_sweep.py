@@ -124,6 +124,34 @@ def test_sweep_table_equals_evaluate_run(model_store, whole) -> None:
     assert done.examples["clean_confidence"].between(0.1, 1).all()
 
 
+def test_sweep_writes_sanity_flags_and_their_warnings(model_store, whole, tmp_path, monkeypatch) -> None:
+    from robusthyper.results import FLAGS_CSV
+    from robusthyper.sanity import FLAG_COLUMNS
+
+    flags = pd.read_csv(whole.run_dir / FLAGS_CSV)
+    assert tuple(flags.columns) == FLAG_COLUMNS  # headers even when the bill is clean
+    meta = json.loads((whole.run_dir / META).read_text())
+    assert meta["flags"] == len(flags) and meta["warnings"] == whole.warnings
+    assert [m for m in flags["message"] if not any(m in w for w in meta["warnings"])] == []
+    assert set(meta["gradient_health"]) == set(MODELS)
+    assert meta["gradient_health"]["tiny-mcd"]["grad_zero_fraction"] < 0.5
+
+    # A model whose input gradients are masked: the zero-gradient flag fires, in flags.csv and the warnings.
+    masked = {
+        "grad_zero_fraction": 0.9,
+        "grad_nan_fraction": 0.0,
+        "grad_inf_fraction": 0.0,
+        "grad_abs_mean": 0.0,
+    }
+    monkeypatch.setattr(sweep.sanity, "gradient_health", lambda *a, **k: dict(masked))
+    again = _sweep(tmp_path / "masked", model_store, models=["tiny-mcd"])
+    flags = pd.read_csv(again.run_dir / FLAGS_CSV)
+    zero = flags[flags["code"] == "zero-gradients"]
+    assert list(zero["model"]) == ["tiny-mcd"] and list(zero["severity"]) == ["error"]
+    assert any("zero-gradients" in w and "tiny-mcd" in w for w in again.warnings)
+    assert json.loads((again.run_dir / META).read_text())["warnings"] == again.warnings
+
+
 def test_changed_settings_do_not_reuse_stale_cells(model_store, tmp_path) -> None:
     run_dir = tmp_path / "run"
     one = {"models": ["tiny-mcd"]}
@@ -272,6 +300,7 @@ def test_cli_sweep_writes_the_report_and_resumes(model_store, suite_file, tmp_pa
     assert meta["schema_version"] == SCHEMA_VERSION
     text = (out / "index.html").read_text(encoding="utf-8")
     assert "Worst case over attacks" in text and "tiny-mcd" in text
+    assert 'id="flags"' in text and "Not checked" not in text and (out / "flags.csv").is_file()
     second = _invoke(*args)
     assert second.exit_code == 0 and "0 cells computed, 6 reused" in second.output
     assert "already records 6 cell" in _one_line(_invoke(*args, "--no-resume"))

@@ -3,7 +3,7 @@
 One self-contained page (images embedded as data URIs, inline CSS, no script, no network) rendered from a
 jinja2 template with autoescaping: robust accuracy, entropy and mutual information, and detection AUROC vs
 eps, a reliability diagram per model, the worst case over attacks, the numbers, every setting and seed,
-the environment (meta.json) and any warnings. The figures are also written as PNG and SVG beside the page.
+the environment (meta.json) and any warnings, with the run's sanity flags (flags.csv) at the top. The figures are also written as PNG and SVG beside the page.
 
 Everything is computed and rendered in memory first; files are then written under temporary names and
 renamed, `index.html` last, so a failure never leaves a half-written page. Bad input (a missing folder, no
@@ -79,6 +79,7 @@ def build(run_dir: Path | str, out: Path | str | None = None, *, title: str | No
     if isinstance(recorded, list):
         run.warnings[:0] = [str(w) for w in recorded]
 
+    flags = d.sanity_flags(run)
     worst = d.worst_case(results)
     drawn = [plots.robust_accuracy(results, colors), plots.worst_case(worst, colors),
              plots.uncertainty(results, colors)]  # fmt: skip
@@ -139,6 +140,7 @@ def build(run_dir: Path | str, out: Path | str | None = None, *, title: str | No
         seeds=d.seeds(results, meta),
         warnings=run.warnings,
         files=files,
+        flags=flags,
     )
 
     _ensure_dir(page.parent, "page")

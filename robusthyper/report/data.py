@@ -32,6 +32,8 @@ VARIANT_COLUMNS = (NORM, EOT, K_ATTACK)
 CLEAN, ADVERSARIAL = "clean", "adversarial"
 ACCURACY, ENTROPY, MI = "accuracy", "entropy", "mutual_information"
 WORST_CASE = "worst-case"
+PROTOCOL = "protocol"
+STRONG = "strong"
 """The attack label `robusthyper.evaluate` gives the per-example worst case over attacks."""
 OOD = "ood"
 """The attack label of `robusthyper.sweep`'s OOD rows: `input` names the OOD set, `eps` is NaN, `metric` is
@@ -57,6 +59,9 @@ SUPPORTED_SCHEMA = 1
 RESULTS_FILES = ("results.parquet", "results.csv")
 EXAMPLES_FILES = ("examples.parquet", "examples.csv")
 META_FILE = "meta.json"
+FLAGS_FILE = "flags.csv"
+FLAG_COLUMNS = ("code", "severity", "model", "attack", "eps", "message")
+"""The columns of a sweep's flags.csv (`robusthyper.sanity.flags_to_frame`) the report shows."""
 
 RELIABILITY_BINS = 10
 
@@ -160,6 +165,27 @@ def load_run(folder: Path | str) -> Run:
 # ---------------------------------------------------------------- frames for the plots and tables
 
 
+def sanity_flags(run: Run) -> pd.DataFrame | None:
+    """The run's sanity flags (flags.csv, errors first), or None when the run recorded none (an older run
+    or a single `attack`); an unreadable file is a warning on the page, not a failure."""
+    path = run.folder / FLAGS_FILE
+    if not path.is_file():
+        return None
+    try:
+        frame = pd.read_csv(path, dtype={"code": str, "severity": str, "model": str, "attack": str,
+                                         "message": str})  # fmt: skip
+    except Exception as err:  # noqa: BLE001 - a broken flags file must not cost the whole page
+        run.warn(f"cannot read '{path}' ({type(err).__name__}): the sanity flags are not shown")
+        return None
+    missing = [c for c in FLAG_COLUMNS if c not in frame.columns]
+    if missing:
+        run.warn(f"'{path}' lacks the column(s) {', '.join(missing)}: the sanity flags are not shown")
+        return None
+    frame = frame[list(FLAG_COLUMNS)]
+    order = (frame["severity"] != "error").to_numpy()
+    return frame.iloc[np.argsort(order, kind="stable")].reset_index(drop=True)
+
+
 def models(results: pd.DataFrame) -> list[str]:
     """Model names in the order they first appear (the run's order, not alphabetical)."""
     return list(dict.fromkeys(results[MODEL]))
@@ -212,8 +238,11 @@ def per_eps(results: pd.DataFrame, metric: str) -> pd.DataFrame:
 def worst_case(results: pd.DataFrame) -> pd.DataFrame:
     """Robust accuracy of the worst case over attacks per (model, norm, eps): the per-example worst case
     when the run recorded one (stronger: each example counts as broken if any attack broke it), else the
-    minimum of the attacks' accuracies. Columns: model, norm, eps, value, attacks, source."""
+    minimum of the attacks' accuracies. Columns: model, norm, eps, value, attacks, source. The papers'
+    protocols (column `protocol` other than 'strong') are replayed for comparison and never count."""
     acc = results[(results[METRIC] == ACCURACY) & (results[INPUT] == ADVERSARIAL)]
+    if PROTOCOL in acc.columns:
+        acc = acc[acc[PROTOCOL].fillna(STRONG) == STRONG]
     if NORM not in acc.columns:
         acc = acc.assign(**{NORM: "?"})
     keys = [MODEL, NORM, EPS]

@@ -73,7 +73,9 @@ def render(
     seeds: Sequence[str],
     warnings: Sequence[str],
     files: Sequence[str],
+    flags: pd.DataFrame | None = None,
 ) -> str:
+    """The page. `flags`: the sanity flags' table (empty: a clean bill; None: the run recorded none)."""
     figures = [
         {"name": p.name, "title": p.title, "caption": p.caption, "src": data_uri(p.png)} for p in plots
     ]
@@ -89,6 +91,7 @@ def render(
             seeds=list(seeds),
             warnings=list(warnings),
             files=list(files),
+            flags=None if flags is None else {**table(flags), "rows": list(table(flags)["rows"])},
             generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
         )
     )
