@@ -98,8 +98,12 @@ def write_report(
     root: Path | str = DEFAULT_REPORTS,
     run_id: str | None = None,
     examples: pd.DataFrame | None = None,
+    flags: pd.DataFrame | None = None,
 ) -> Path:
-    """Write `<root>/<run_id>/` atomically and return it; `meta` gains versions, git and timestamps."""
+    """Write `<root>/<run_id>/` atomically and return it; `meta` gains versions, git and timestamps.
+
+    `flags` (the sanity flags, `robusthyper.sanity.flags_to_frame`) goes into `flags.csv` inside the same
+    atomic write, so a run folder never exists without the flags file the gate requires."""
     root = writable_root(root)
     run_id = run_id or new_run_id()
     final = root / run_id
@@ -116,6 +120,8 @@ def write_report(
                 examples.to_parquet(tmp / EXAMPLES_PARQUET, index=False)
             else:
                 examples.to_csv(tmp / EXAMPLES_CSV, index=False)
+        if flags is not None:
+            flags.to_csv(tmp / FLAGS_CSV, index=False)
         (tmp / META).write_text(json.dumps(full_meta(meta, run_id), indent=2, default=str), encoding="utf-8")
         os.replace(tmp, final)
     except BaseException:

@@ -12,6 +12,9 @@ recomputes rather than reuses (cells recorded under other settings stay on disk,
 Global RNGs are reseeded before every cell, so a cell's numbers do not depend on which cells ran before it in
 the same process: a resumed sweep produces the same table as an uninterrupted one.
 
+Before the cells, every model's input gradient is probed once (`probe_gradients`): a model whose gradient is
+all zero or not finite is swept all the same, with one warning line, and its sanity flag says so.
+
 At the end the sweep assembles the tidy table (the cells' rows, the per-example worst case over attacks per
 (model, norm, eps, K_eval, seed), and OOD detection AUROCs per model), writes `results.csv`/`.parquet`,
 `examples.parquet` and `meta.json` (with `schema_version`) into the run folder, and builds `index.html`.
@@ -44,12 +47,13 @@ import torch
 from robusthyper import sanity
 from robusthyper.attacks.spec import AttackSpec
 from robusthyper.errors import ConfigError, DataMissingError, UserError
-from robusthyper.evaluate import ModelUnderTest
+from robusthyper.evaluate import GRADIENT_PROBE, ModelUnderTest
+from robusthyper.loading import LoadedModels, load_models
 
 log = logging.getLogger(__name__)
 
 CELLS = "cells"
-CELL_VERSION = 2
+CELL_VERSION = 3
 """Part of every cell's key: bump it when a change to the code changes what a cell computes."""
 CELL_META_KEY = b"robusthyper.cell"
 OOD_ATTACK = "ood"
@@ -102,95 +106,6 @@ def load_suite(ref: str, overrides: dict[str, Any] | None = None) -> Suite:
         raise ConfigError(f"{path}: the suite has no [[attacks]] tables; add at least one")
     specs = specs_from_data(path, data, overrides)
     return Suite(path, specs, n, description)
-
-
-# --------------------------------------------------------------------------------------------------------
-# Models
-
-
-@dataclass
-class _Models:
-    models: list[ModelUnderTest]
-    ids: dict[str, str]  # model name -> identity of its weights
-    dataset: str
-    meta: list[dict[str, Any]]
-
-
-def _state_hash(module: torch.nn.Module) -> str:
-    digest = hashlib.sha256()
-    for name, tensor in module.state_dict().items():
-        digest.update(name.encode())
-        digest.update(str(tensor.dtype).encode())
-        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
-
-
-def load_models(
-    refs: Sequence[str],
-    *,
-    store: Path | None,
-    data_dir: Path | None,
-    device: str,
-    dataset: str | None,
-    train_missing: bool = False,
-    quiet: bool = True,
-) -> _Models:
-    """Recipe names (latest checkpoint in the store), checkpoint folders or `module:factory` references, all
-    on one dataset; names must be unique because they label the rows."""
-    from robusthyper import store as model_store
-    from robusthyper.data import dataset_info
-    from robusthyper.errors import CheckpointError
-    from robusthyper.evaluate import is_factory_ref, load_factory, train_and_load
-
-    if not refs:
-        raise UserError("no model to evaluate; pass --model NAME")
-    models: list[ModelUnderTest] = []
-    ids: dict[str, str] = {}
-    meta: list[dict[str, Any]] = []
-    datasets: set[str] = set()
-    factories: list[str] = []
-    for ref in refs:
-        if is_factory_ref(ref):
-            factories.append(ref)
-            continue
-        try:
-            ckpt = model_store.load(ref, store, device)
-        except CheckpointError:
-            if not (train_missing and "/" not in ref and not Path(ref).exists()):
-                raise
-            ckpt = train_and_load(ref, store, data_dir, device, quiet)
-        datasets.add(str(ckpt.meta["dataset"]))
-        name = str(ckpt.meta.get("recipe", {}).get("name", ref)) if Path(ref).exists() else ref
-        kind = str(ckpt.meta.get("posterior", ""))
-        models.append(ModelUnderTest(name, ckpt.posterior, str(ckpt.path), kind))
-        ids[name] = f"sha256:{ckpt.meta.get('weights_sha256') or _state_hash(ckpt.posterior)}"
-        meta.append(
-            {
-                "name": name,
-                "checkpoint": str(ckpt.path),
-                "posterior": ckpt.meta.get("posterior"),
-                "weights_sha256": ckpt.meta.get("weights_sha256"),
-                "recipe": ckpt.meta.get("recipe"),
-            }
-        )
-    if factories:
-        datasets.add(dataset or (next(iter(datasets)) if datasets else "mnist5k"))
-    if len(datasets) > 1:
-        raise UserError(f"the models were trained on different datasets ({', '.join(sorted(datasets))}); "
-                        "sweep them in separate runs")  # fmt: skip
-    dataset_name = next(iter(datasets))
-    for ref in factories:
-        model = load_factory(ref, tuple(dataset_info(dataset_name).input_shape), device)
-        models.append(model)
-        ids[model.name] = f"state:{_state_hash(model.posterior)}"
-        meta.append({"name": model.name, "factory": ref, "posterior": model.kind})
-    names = [m.name for m in models]
-    duplicated = sorted({name for name in names if names.count(name) > 1})
-    if duplicated:
-        raise UserError(
-            f"two models are named {duplicated[0]!r}; pass each model once (names label the rows)"
-        )
-    return _Models(models, ids, dataset_name, meta)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -280,6 +195,7 @@ def compute_cell(
         batch_size=batch_size,
         progress=False,
         clean_cache=clean_cache,
+        gradient_check=False,  # run_sweep probes every model once (probe_gradients), not once per cell
     )
     return evaluation.results.to_dict("records"), evaluation.examples
 
@@ -435,23 +351,28 @@ def _prepare_cells(run_dir: Path, overwrite: bool) -> Path:
     return cells
 
 
-GRADIENT_PROBE = 32
-"""Examples on which a sweep measures each model's input-gradient health (`sanity.gradient_health`)."""
-
-
-def _gradient_health(model: ModelUnderTest, split: Any, n: int, spec: AttackSpec) -> dict[str, float]:
-    """`sanity.gradient_health` of one model on its first min(n, GRADIENT_PROBE) test examples, with the
-    first spec's K_attack (cheap: one backward pass; recomputed on every call, resumed or not)."""
+def probe_gradients(
+    models: Sequence[ModelUnderTest], split: Any, n: int, spec: AttackSpec
+) -> dict[str, dict[str, float]]:
+    """Each model's `sanity.gradient_health` on its first min(n, GRADIENT_PROBE) test examples, with the
+    first spec's K_attack and seed (cheap: one backward pass per model), warning in one line about a model
+    whose gradient is all zero or not finite (`evaluate.check_gradients`). Used by the sweep (recomputed on
+    every call, resumed or not) and by `robusthyper attack`."""
     from robusthyper.ensemble import frozen
+    from robusthyper.evaluate import check_gradients
 
-    posterior = model.posterior
+    health: dict[str, dict[str, float]] = {}
     count = min(n, GRADIENT_PROBE)
-    x, y = split.x[:count].to(posterior.device), split.y[:count].to(posterior.device)
-    with frozen(posterior):
-        return sanity.gradient_health(posterior, x, y, k=spec.k_attack, seed=spec.seed)
+    for model in models:
+        posterior = model.posterior
+        x, y = split.x[:count].to(posterior.device), split.y[:count].to(posterior.device)
+        with frozen(posterior):
+            health[model.name] = check_gradients(posterior, x, y, k=spec.k_attack, seed=spec.seed,
+                                                 name=model.name)  # fmt: skip
+    return health
 
 
-def _sanity_flags(
+def sanity_flags(
     results: pd.DataFrame,
     examples: pd.DataFrame,
     models: Sequence[ModelUnderTest],
@@ -459,7 +380,7 @@ def _sanity_flags(
     dataset: str,
     spec: AttackSpec,
 ) -> list[sanity.Flag]:
-    """`sanity.flags` on the sweep's table plus each model's gradient-health rows (which stay out of the
+    """`sanity.flags` on a run's table plus each model's gradient-health rows (which stay out of the
     results table: they are not an attack)."""
     rows = [row for model in models for row in sanity.gradient_health_rows(
         model.name, health[model.name], posterior=model.kind, dataset=dataset, k_attack=spec.k_attack)]  # fmt: skip
@@ -478,6 +399,14 @@ def _resolve_device(device: str) -> str:
 
 # --------------------------------------------------------------------------------------------------------
 # The sweep
+
+
+def _specs_for(model: ModelUnderTest, specs: Sequence[AttackSpec]) -> list[AttackSpec]:
+    """The specs a model needs: a deterministic model has one sample, so an EOT study's K_attack values
+    are one attack for it (K_attack 1, run once), not several identical cells with duplicate rows."""
+    if getattr(model.posterior, "stochastic", True):
+        return list(specs)
+    return list(dict.fromkeys(spec.model_copy(update={"k_attack": 1}) for spec in specs))
 
 
 def run_sweep(
@@ -533,6 +462,8 @@ def run_sweep(
         raise UserError(f"--n {n} is larger than the {loaded.dataset} test set ({len(data.test)} examples)")
     first = specs[0]
     sets, notes = ood_sets(loaded.dataset, data, n, first.seed, data_dir) if ood else ([], [])
+    # Before the cells: a fully masked model is evaluated all the same (and flagged), but said so at once.
+    health = probe_gradients(loaded.models, data.test, n, first)
 
     cells_dir = _prepare_cells(run_dir, overwrite)
     common = {"cell_version": _cell_version(), "dataset": loaded.dataset, "n": n, "batch_size": batch_size,
@@ -540,7 +471,7 @@ def run_sweep(
     plan: list[tuple[str, ModelUnderTest, Any, dict[str, Any]]] = []
     for model in loaded.models:
         identity = {"name": model.name, "weights": loaded.ids[model.name], "posterior": model.kind}
-        for spec in specs:
+        for spec in _specs_for(model, specs):
             plan.append(("attack", model, spec, {**common, "model": identity, "spec": spec.settings()}))
         for name, x_out in sets:
             payload = {**common, "model": identity, "ood": name, "n_ood": len(x_out), "k_eval": first.k_eval,
@@ -630,8 +561,7 @@ def run_sweep(
         result_rows += ood_rows
     results = pd.DataFrame(result_rows)
     examples = pd.concat(example_frames, ignore_index=True) if example_frames else pd.DataFrame()
-    health = {model.name: _gradient_health(model, data.test, n, first) for model in loaded.models}
-    found = _sanity_flags(results, examples, loaded.models, health, loaded.dataset, first)
+    found = sanity_flags(results, examples, loaded.models, health, loaded.dataset, first)
     warnings = [*notes, *(str(f) for f in found)]
     for message in warnings:
         log.warning("%s", message)
@@ -665,10 +595,14 @@ __all__ = [
     "CELLS",
     "OOD_ATTACK",
     "OOD_METRICS",
+    "LoadedModels",
     "Suite",
     "SweepResult",
+    "load_models",
     "load_suite",
     "ood_auroc",
+    "probe_gradients",
     "run_sweep",
+    "sanity_flags",
     "uncertainty_scores",
 ]

@@ -111,8 +111,11 @@ def test_adaptive_lowers_mutual_information(mcd, batch) -> None:
     x, y = batch
     mi_plain, wrong_plain = _attack_mi(mcd, x, y, 0.0)
     mi_adaptive, wrong_adaptive = _attack_mi(mcd, x, y, 5.0)
-    assert mi_adaptive < 0.85 * mi_plain  # measured: 0.091 vs 0.133 nats
-    assert wrong_adaptive > 0.3  # still an attack: many inputs misclassified
+    print(f"MI {mi_adaptive:.3f} vs {mi_plain:.3f}; misclassified {wrong_adaptive:.3f} vs {wrong_plain:.3f}")
+    assert mi_adaptive < 0.85 * mi_plain
+    # Two phases: PGD until the label flips, so the adaptive attack misclassifies about as many inputs as
+    # plain PGD (a one-phase objective misclassified far fewer at larger eps).
+    assert wrong_adaptive >= wrong_plain - 0.1
 
 
 # ---------------------------------------------------------------- detection-aware accuracy

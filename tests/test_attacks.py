@@ -259,3 +259,70 @@ def test_tiny_posterior_unused_guard() -> None:
     x = torch.rand((4, *SHAPE))
     clf = art_classifier(StochasticEnsemble(post, 1), "bma", input_shape=SHAPE, nb_classes=10)
     assert clf.predict(x.numpy()).shape == (4, 10)
+
+
+# ---------------------------------------------------------------- K_attack lists (EOT studies)
+
+
+def test_expand_k_attack_list() -> None:
+    specs = expand({"attack": "pgd", "eps": [0.1, 0.2], "k_attack": [1, 5, 5, 20]})
+    assert [(s.eps, s.k_attack) for s in specs] == [
+        (0.1, 1),
+        (0.1, 5),
+        (0.1, 20),
+        (0.2, 1),
+        (0.2, 5),
+        (0.2, 20),
+    ]
+    assert [s.k_attack for s in expand({"attack": "pgd", "eps": 0.1, "k_attack": [50]})] == [50]
+    assert len(expand({"attack": "pgd", "eps": [0.1, "1/10"]})) == 1  # the same eps twice: one spec
+    # A command-line K replaces a preset's list (the gate and `--k-attack` pass scalars).
+    assert [s.k_attack for s in expand({"attack": "pgd", "eps": 0.1, "k_attack": 3})] == [3]
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [([], "k_attack list is empty"), ([1.5], "holds 1.5"), ([0], "holds 0"), (["5"], "holds '5'"),
+     ([True], "holds True"), ([5, -1], "holds -1")],
+)  # fmt: skip
+def test_k_attack_list_errors_are_one_line(value, fragment) -> None:
+    with pytest.raises(ConfigError) as info:
+        expand({"attack": "pgd", "eps": 0.1, "k_attack": value}, "suite.toml [[attacks]] #2")
+    message = str(info.value)
+    assert fragment in message and "\n" not in message and message.startswith("suite.toml [[attacks]] #2")
+
+
+def test_overlapping_tables_give_each_spec_once(tmp_path) -> None:
+    path = tmp_path / "study.toml"
+    path.write_text('[[attacks]]\nattack = "pgd"\neps = [0, 0.1, 0.2]\nsteps = 5\nk_attack = 20\n'
+                    '[[attacks]]\nattack = "pgd"\neps = 0.1\nsteps = 5\nk_attack = [1, 5, 20, 50]\n'
+                    '[[attacks]]\nattack = "pgd"\neps = [0.2, 0.1]\nsteps = 5\nk_attack = 20\n')  # fmt: skip
+    specs = load_preset(str(path))
+    assert [(s.eps, s.k_attack) for s in specs] == [(0.0, 20), (0.1, 20), (0.2, 20), (0.1, 1), (0.1, 5),
+                                                    (0.1, 50)]  # fmt: skip
+    assert len(set(specs)) == len(specs)
+    # An override of K collapses the study into the main grid's specs, still without duplicates.
+    assert [(s.eps, s.k_attack) for s in load_preset(str(path), {"k_attack": 3})] == [
+        (0.0, 3),
+        (0.1, 3),
+        (0.2, 3),
+    ]
+    path.write_text('[[attacks]]\nattack = "pgd"\neps = 0.1\nk_attack = []\n')
+    with pytest.raises(ConfigError, match=r"\[\[attacks\]\] #1|k_attack list is empty"):
+        load_preset(str(path))
+
+
+def test_shipped_suites_hold_the_honest_evaluation_checks() -> None:
+    standard = load_preset("standard")
+    eot = sorted(s.k_attack for s in standard if s.label == "pgd-40" and s.eps == 0.1)
+    assert eot == [1, 5, 20, 50] and len(set(standard)) == len(standard)
+    assert {s.eps for s in standard if s.attack is AttackName.PGD_ADAPTIVE} == {0.05, 0.1, 0.15, 0.2, 0.3}
+    for protocol in (AttackName.PAPER_BHN_FGSM, AttackName.PAPER_BBH_FGSM):
+        paper = [s for s in standard if s.attack is protocol]
+        assert {s.eps for s in paper} == {0.05, 0.1, 0.15, 0.2, 0.3}  # the strong grid's eps > 0
+        assert all(not s.clip and s.k_attack == 1 for s in paper)
+    quick = load_preset("quick")
+    assert sorted(s.k_attack for s in quick if s.label == "pgd-20" and s.eps == 0.1) == [1, 5, 10, 20]
+    assert {s.eps for s in quick if s.attack is AttackName.PGD_ADAPTIVE} == {0.1, 0.2}
+    assert {s.attack for s in quick} >= {AttackName.PAPER_BHN_FGSM, AttackName.PAPER_BBH_FGSM}
+    assert len(set(quick)) == len(quick)

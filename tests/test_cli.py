@@ -63,6 +63,24 @@ def test_cli_module_does_not_import_torch() -> None:
     assert out.split() == ["False", "False"]
 
 
+def test_python_m_help_imports_no_heavy_module() -> None:
+    """`python -m robusthyper --help` (robusthyper/__main__.py, like the `robusthyper` entry point
+    robusthyper.cli:main) lists every command and imports neither torch, ART nor pandas: one module per
+    command in robusthyper/cli/, each importing its heavy dependencies inside the command."""
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "robusthyper", "--help"],
+                            capture_output=True, text=True, check=True)  # fmt: skip
+    for command in ("train", "models", "data", "attack", "report", "gate", "sweep"):
+        assert command in result.stdout
+    imported = {
+        line.rsplit("|", 1)[-1].strip().split(".")[0] for line in result.stderr.splitlines() if "|" in line
+    }
+    assert not imported & {"torch", "art", "pandas", "numpy", "matplotlib"}, imported & {
+        "torch",
+        "art",
+        "pandas",
+    }
+
+
 def test_train_then_models(tmp_path) -> None:
     store = tmp_path / "store"
     result = run("train", tiny_recipe_file(tmp_path), "--store", str(store), "--quiet", "--device", "cpu")

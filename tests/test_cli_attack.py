@@ -179,3 +179,111 @@ def test_existing_run_id_fails_before_the_run(model_store, tmp_path) -> None:
                       str(tmp_path / "reports"), "--run-id", "taken", *FAST])  # fmt: skip
     assert result.exit_code == 2 and "already exists" in result.output
     assert list((tmp_path / "reports" / "taken").iterdir()) == []
+
+
+# ---------------------------------------------------------------- sanity flags (flags.csv, meta.json, output)
+
+MASKED_NETS = '''
+"""Factories for `--model masked_nets:NAME`: the tiny det net of the test store behind test_sanity's planted
+masking (input quantisation plus a one-pixel leak), and fully masked (quantisation alone)."""
+import torch
+from torch import nn
+from test_sanity import MaskedNet
+
+from robusthyper import store
+from robusthyper.ensemble import ModulePosterior
+
+STORE = {store!r}
+
+
+class FullyMasked(nn.Module):
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return self.net(torch.round(x * 4) / 4)
+
+
+def planted():
+    return ModulePosterior(MaskedNet(store.load("tiny-det", STORE).posterior.net), stochastic=False)
+
+
+def fully_masked():
+    return ModulePosterior(FullyMasked(store.load("tiny-det", STORE).posterior.net), stochastic=False)
+'''
+
+
+@pytest.fixture
+def masked_nets(model_store, tmp_path, monkeypatch) -> None:
+    (tmp_path / "masked_nets.py").write_text(MASKED_NETS.format(store=str(model_store)))
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+
+def test_attack_writes_its_sanity_flags(model_store, tmp_path) -> None:
+    from robusthyper.results import FLAGS_CSV
+    from robusthyper.sanity import FLAG_COLUMNS
+
+    result = _invoke(["--model", "tiny-det", "--eps", "0.1", "--store", str(model_store), "--out",
+                      str(tmp_path), "--run-id", "clean", "--device", "cpu", *FAST])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    import pandas as pd
+
+    flags = pd.read_csv(tmp_path / "clean" / FLAGS_CSV)
+    assert tuple(flags.columns) == FLAG_COLUMNS
+    meta = json.loads((tmp_path / "clean" / "meta.json").read_text())
+    assert meta["flags"] == len(flags) and len(meta["warnings"]) == len(flags)
+    assert meta["gradient_health"]["tiny-det"]["grad_zero_fraction"] < 0.5
+
+
+def test_attack_flags_the_planted_masking_model(model_store, masked_nets, tmp_path) -> None:
+    import pandas as pd
+
+    from robusthyper.results import FLAGS_CSV
+
+    result = _invoke(["--model", "tiny-det", "--model", "masked_nets:planted", "--attack", "fgsm",
+                      "--attack", "square", "--eps", "0.3", "--steps", "40", "--k-eval", "1", "--n", "48",
+                      "--batch-size", "48", "--store", str(model_store), "--out", str(tmp_path), "--run-id",
+                      "planted", "--device", "cpu"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    flags = pd.read_csv(tmp_path / "planted" / FLAGS_CSV)
+    assert set(flags["model"]) == {"planted"}, flags
+    assert {"zero-gradients", "square-stronger"} <= set(flags["code"])
+    meta = json.loads((tmp_path / "planted" / "meta.json").read_text())
+    assert meta["warnings"] == [
+        f"[{r.severity}] {r.code}: {r.model} {r.attack} eps={r.eps:g}: {r.message}"
+        for r in flags.itertuples()
+    ]
+    # One line per flag, after the results table, before the closing line.
+    lines = result.output.splitlines()
+    table_end = max(
+        i for i, line in enumerate(lines) if "robust_acc" in line or "planted" in line and "│" in line
+    )
+    flag_lines = [i for i, line in enumerate(lines) if line.startswith("[error] ")]
+    assert len(flag_lines) == len(flags) and min(flag_lines) > table_end
+    assert lines[-1].startswith("wrote ")
+
+
+def test_attack_evaluates_a_fully_masked_model_and_flags_it(
+    model_store, masked_nets, tmp_path, caplog
+) -> None:
+    """No hard stop on a fully masked model: results, a warning line and the zero-gradients flag."""
+    import pandas as pd
+
+    from robusthyper.results import FLAGS_CSV
+
+    result = _invoke(["--model", "masked_nets:fully_masked", "--eps", "0.1", "--out", str(tmp_path),
+                      "--run-id", "masked", "--device", "cpu", *FAST])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    warned = [
+        r.getMessage() for r in caplog.records if "exactly zero on all 24 probe examples" in r.getMessage()
+    ]
+    assert len(warned) == 1 and warned[0].startswith("fully_masked: ")
+    frame = pd.read_csv(tmp_path / "masked" / "results.csv")
+    robust = frame.query("metric == 'accuracy' and input == 'adversarial'")["value"]
+    clean = frame.query("metric == 'accuracy' and input == 'clean'")["value"]
+    assert robust.tolist() == clean.tolist()  # gradient attacks cannot move it: "perfectly robust"
+    flags = pd.read_csv(tmp_path / "masked" / FLAGS_CSV)
+    zero = flags[flags["code"] == "zero-gradients"]
+    assert list(zero["model"]) == ["fully_masked"] and "100.0%" in zero["message"].iloc[0]
+    assert any(line.startswith("[error] zero-gradients: fully_masked") for line in result.output.splitlines())

@@ -164,20 +164,58 @@ def test_run_rejects_bad_input(models, small_mnist) -> None:
         run([], [spec], small_mnist.test, dataset="mnist5k", n=10, progress=False)
 
 
-def test_gradient_check_fails_loudly_on_a_flat_model(small_mnist) -> None:
+class Flat(nn.Module):
+    """A fully masked model: its logits do not depend on the input through any gradient (zero everywhere)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(10))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bias.expand(x.shape[0], 10) + 0 * x.flatten(1)[:, :10]
+
+
+class NonFinite(nn.Module):
+    """A model whose input gradient is NaN wherever a pixel is 0 (0 * d sqrt(x)/dx = 0 * inf)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(784, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x.flatten(1)) + 0 * torch.sqrt(x).flatten(1)[:, :10]
+
+
+@pytest.mark.parametrize(
+    ("net", "warning", "health"),
+    [(Flat, "exactly zero on all 8 probe examples", "grad_zero_fraction"),
+     (NonFinite, "NaN or infinite", "grad_nan_fraction")],
+)  # fmt: skip
+def test_a_masked_or_broken_model_is_evaluated_with_a_warning(
+    small_mnist, caplog, net, warning, health
+) -> None:
+    """No hard stop: the numbers are recorded (the sanity flags mark them) and one warning line says why
+    they mean nothing."""
     from robusthyper.ensemble import ModulePosterior
+    from robusthyper.evaluate import check_gradients
 
-    class Flat(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.bias = nn.Parameter(torch.zeros(10))
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.bias.expand(x.shape[0], 10) + 0 * x.flatten(1)[:, :10]
-
-    model = ModelUnderTest("flat", ModulePosterior(Flat(), stochastic=False), kind="module")
-    with pytest.raises(RuntimeError, match="exactly zero"):
-        run([model], [make_spec(eps=0.1, steps=1)], small_mnist.test, dataset="mnist5k", n=8, progress=False)
+    torch.manual_seed(0)
+    model = ModelUnderTest("masked", ModulePosterior(net(), stochastic=False), kind="module")
+    specs = [make_spec(eps=0.1, steps=1, k_eval=1), make_spec(attack="fgsm", eps=0.1, k_eval=1)]
+    with caplog.at_level("WARNING", logger="robusthyper.evaluate"):
+        evaluation = run([model], specs, small_mnist.test, dataset="mnist5k", n=8, progress=False)
+    lines = [r.getMessage() for r in caplog.records if r.name == "robusthyper.evaluate"]
+    assert len(lines) == 1 and lines[0].startswith("masked: ") and warning in lines[0], lines
+    acc = evaluation.results.query("metric == 'accuracy' and input == 'adversarial'")
+    assert set(acc["attack"]) == {"pgd-1", "fgsm", WORST_CASE} and acc["value"].notna().all()
+    x, y = small_mnist.test.x[:8], small_mnist.test.y[:8]
+    assert check_gradients(model.posterior, x, y, k=1)[health] > 0.5
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="robusthyper.evaluate"):  # a caller that probes itself
+        run(
+            [model], specs[:1], small_mnist.test, dataset="mnist5k", n=8, progress=False, gradient_check=False
+        )
+    assert not [r for r in caplog.records if r.name == "robusthyper.evaluate"]
 
 
 # ---------------------------------------------------------------- factories

@@ -311,6 +311,80 @@ def test_incomparable_baselines_are_errors() -> None:
         check(results_table(), rule, baseline=results_table({"det": 0.3}))
 
 
+# ------------------------------------------------------------------------------------------ no-flags rules
+
+
+def flags_table(*flags: tuple[str, str, str, float]) -> pd.DataFrame:
+    """A sanity flags table as flags.csv holds it: (code, model, attack, eps) per flag."""
+    from robusthyper.sanity import FLAG_COLUMNS
+
+    rows = [{"code": code, "severity": "error", "model": model, "attack": attack, "eps": eps,
+             "message": f"{code} on {model}"} for code, model, attack, eps in flags]  # fmt: skip
+    return pd.DataFrame(rows, columns=list(FLAG_COLUMNS))
+
+
+NO_FLAGS = {"type": "no-flags"}
+
+
+def test_flag_codes_are_the_ones_sanity_raises() -> None:
+    import inspect
+    import re
+
+    from robusthyper import sanity
+    from robusthyper.gate import FLAG_CODES
+
+    raised = set(re.findall(r'Flag\(\s*"([a-z-]+)"', inspect.getsource(sanity)))
+    assert raised == set(FLAG_CODES)
+
+
+def test_no_flags_rule_passes_on_a_clean_run_and_fails_naming_each_flag() -> None:
+    results = results_table()
+    clean = evaluate_rules(results, policy(NO_FLAGS), flags=flags_table())[0]
+    assert clean.passed and clean.value == 0 and "passes" in clean.message()
+    found = flags_table(
+        ("square-stronger", "bbh", "square-1000", 0.1), ("zero-gradients", "det", "gradient-check", 0.0)
+    )
+    checked = evaluate_rules(results, policy(NO_FLAGS, {**BBH_PGD, "min": 0.4}), flags=found)
+    assert [r.passed for r in checked] == [False, True]
+    message = checked[0].message()
+    assert "2 sanity flag(s)" in message and "FAILS" in message
+    assert (
+        "square-stronger (bbh, square-1000, eps=0.1)" in message
+        and "zero-gradients (det, gradient-check, eps=0)" in message
+    )
+    doc = checked[0].to_dict()
+    assert (
+        doc["kind"] == "no-flags"
+        and doc["value"] == 2
+        and [f["code"] for f in doc["flags"]] == ["square-stronger", "zero-gradients"]
+    )
+    # Narrowed to some kinds or some models, other flags do not count.
+    only = policy({**NO_FLAGS, "flags": ["square-stronger"], "models": ["det"]})
+    narrowed = evaluate_rules(results, only, flags=found)[0]
+    assert (
+        narrowed.passed and narrowed.rows == 2 and narrowed.name == "no sanity flags (square-stronger) on det"
+    )
+    assert not evaluate_rules(results, policy({**NO_FLAGS, "models": ["det"]}), flags=found)[0].passed
+    assert not check(results, policy({**NO_FLAGS, "flags": ["zero-gradients"]}), flags=found) == []
+
+
+def test_bad_no_flags_rules() -> None:
+    with pytest.raises(ConfigError) as err:
+        policy({**NO_FLAGS, "flags": ["zero-gradient"]})
+    assert "unknown sanity flag 'zero-gradient'" in str(err.value) and "\n" not in str(err.value)
+    assert "square-stronger" in str(err.value) and "nonfinite-gradients" in str(err.value)
+    with pytest.raises(ConfigError, match="unknown key 'rules.0.min'"):
+        policy({**NO_FLAGS, "min": 0.5})
+    with pytest.raises(ConfigError, match="unknown rule type 'no-flag'; known: threshold, no-flags"):
+        policy({**BBH_PGD, "min": 0.4, "type": "no-flag"})
+    with pytest.raises(GateInputError, match="model 'mcd' is not in the results"):
+        check(results_table(), policy({**NO_FLAGS, "models": ["mcd"]}), flags=flags_table())
+    with pytest.raises(GateInputError, match="without them \\(flags.csv\\)"):
+        check(results_table(), policy(NO_FLAGS))
+    with pytest.raises(GateInputError, match="not a robusthyper flags.csv"):
+        check(results_table(), policy(NO_FLAGS), flags=pd.DataFrame({"what": [1]}))
+
+
 # ------------------------------------------------------------------------------------------ CLI
 
 
@@ -475,6 +549,29 @@ def test_cli_baseline(run_folder: Path, tmp_path: Path) -> None:
     )
 
 
+def test_cli_no_flags_rule_reads_the_runs_flags_csv(run_folder: Path, tmp_path: Path) -> None:
+    pol = write_policy(tmp_path / "p.toml", GOOD, 'type = "no-flags"\n')
+    # A run folder without flags.csv cannot be checked for flags: bad input, never a silent pass.
+    missing = gate("--policy", str(pol), "--results", str(run_folder))
+    assert missing.exit_code == 2 and "flags.csv" in missing.output, missing.output
+    flags_table().to_csv(run_folder / "flags.csv", index=False)
+    assert gate("--policy", str(pol), "--results", str(run_folder)).exit_code == 0
+    flags_table(("zero-gradients", "bbh", "gradient-check", 0.0)).to_csv(
+        run_folder / "flags.csv", index=False
+    )
+    xml = tmp_path / "gate.xml"
+    result = gate("--policy", str(pol), "--results", str(run_folder / "results.csv"), "--junit-xml", str(xml))
+    assert result.exit_code == 1 and "1/2 rules pass" in result.output, result.output
+    assert "FAIL no sanity flags (any kind): 1 sanity flag(s)" in result.output
+    assert "zero-gradients (bbh, gradient-check, eps=0)" in result.output
+    validate_junit(xml)
+    assert junit_counts(xml) == (2, 1, ["no sanity flags (any kind)"])
+    failure = ET.parse(xml).getroot().find("./testsuite/testcase/failure")
+    assert failure.get("type") == "sanity-flags" and "zero-gradients" in failure.get("message")
+    doc = json.loads(gate("--policy", str(pol), "--results", str(run_folder), "--json").stdout)
+    assert doc["failed"] == 1 and doc["results"][1]["flags"][0]["model"] == "bbh"
+
+
 def _bad_policy_cases(tmp_path: Path, run_folder: Path) -> list[tuple[list[str], str]]:
     def pol(name: str, text: str) -> str:
         (tmp_path / name).write_text(text)
@@ -619,6 +716,8 @@ def test_evaluation_mode_plans_specs_and_reuses_its_run_folder(fake_sweep, tmp_p
         ('model = "bbh"\neps = 0.3\nmin = 0.4\n', "eps 0.3 is not in the policy's [evaluate] section; eps there: 0, 0.1"),
         ('model = "mcd"\nmin = 0.4\n', "model 'mcd' is not in the policy's [evaluate]"),
         ('model = "bbh"\nmetric = "ood_auroc_entropy"\nmin = 0.4\n', "set ood = true"),
+        ('type = "no-flags"\nmodels = ["mcd"]\n', "model 'mcd' is not in the policy's [evaluate] section"),
+        ('type = "no-flags"\nflags = ["masked"]\n', "unknown sanity flag 'masked'; known: non-monotone"),
     ],
 )  # fmt: skip
 def test_evaluation_mode_checks_the_policy_before_running(fake_sweep, tmp_path, rule, fragment) -> None:
@@ -678,17 +777,66 @@ def test_dogfood_gate_passes_a_trained_model_and_fails_an_untrained_one(tiny_mod
     monkeypatch.chdir(tiny_models)
     good = _gate_own_policy(tiny_models, "good", "--junit-xml", "good.xml", "--no-report")
     assert good.exit_code == 0, good.output
-    assert junit_counts(tiny_models / "good.xml") == (2, 0, [])
+    assert junit_counts(tiny_models / "good.xml") == (3, 0, [])  # the no-flags rule passes a sound model
     bad = _gate_own_policy(tiny_models, "bad", "--junit-xml", "bad.xml", "--no-report")
     assert bad.exit_code == 1, bad.output
     tests, failures, names = junit_counts(tiny_models / "bad.xml")
-    assert tests == 2 and failures >= 1 and "2 cells computed, 0 reused" in bad.output
+    assert tests == 3 and failures >= 1 and "2 cells computed, 0 reused" in bad.output
     assert "clean accuracy" in names or "robust accuracy, PGD-10 eps 0.05" in names
     validate_junit(tiny_models / "bad.xml")
     # Re-running the failed gate recomputes nothing: every cell comes from the run folder.
     again = _gate_own_policy(tiny_models, "bad", "--json", "--no-report")
     doc = json.loads(again.stdout)
     assert again.exit_code == 1 and (doc["computed"], doc["reused"]) == (0, 2) and not doc["ok"]
+
+
+PLANTED_NETS = """
+from test_sanity import MaskedNet
+
+from robusthyper import store
+from robusthyper.ensemble import ModulePosterior
+
+
+def planted():
+    \"\"\"ci-tiny (store 'good') behind test_sanity's planted gradient masking.\"\"\"
+    return ModulePosterior(MaskedNet(store.load("ci-tiny", "good").posterior.net), stochastic=False)
+"""
+
+FLAG_POLICY = """[evaluate]
+models = ["ci-tiny", "planted_nets:planted"]
+n = 100
+k_eval = 1
+[[evaluate.attacks]]
+attack = "pgd"
+eps = [0, 0.05]
+steps = 5
+k_attack = 1
+
+[[rules]]
+type = "no-flags"
+models = ["ci-tiny"]
+
+[[rules]]
+name = "required sanity checks"
+type = "no-flags"
+"""
+
+
+def test_no_flags_rule_passes_a_sound_model_and_fails_the_planted_masking_one(
+    tiny_models, monkeypatch
+) -> None:
+    monkeypatch.chdir(tiny_models)
+    monkeypatch.syspath_prepend(str(tiny_models))
+    (tiny_models / "planted_nets.py").write_text(PLANTED_NETS)
+    (tiny_models / "flags.toml").write_text(FLAG_POLICY)
+    result = gate("--policy", "flags.toml", "--store", "good", "--device", "cpu", "--run-dir", "reports/flags",
+                  "--junit-xml", "flags.xml", "--no-report", "--quiet")  # fmt: skip
+    assert result.exit_code == 1, result.output
+    assert junit_counts(tiny_models / "flags.xml") == (2, 1, ["required sanity checks"])
+    validate_junit(tiny_models / "flags.xml")
+    assert "zero-gradients (planted, gradient-check, eps=0)" in result.output
+    flags = pd.read_csv(tiny_models / "reports" / "flags" / "flags.csv")
+    assert set(flags["model"]) == {"planted"}
 
 
 def test_the_readme_policy_example_is_valid() -> None:
@@ -698,7 +846,8 @@ def test_the_readme_policy_example_is_valid() -> None:
     import tomllib
 
     found = parse_policy(tomllib.loads(block), "README")
-    assert found.evaluate is not None and len(found.rules) == 3 and found.needs_baseline
+    assert found.evaluate is not None and len(found.rules) == 4 and found.needs_baseline
+    assert found.rules[-1].type == "no-flags" and found.rules[-1].models == ["bbh"]
 
 
 def test_plan_specs_from_presets_seeds_and_k() -> None:
@@ -713,8 +862,13 @@ def test_plan_specs_from_presets_seeds_and_k() -> None:
     assert sorted({s.eps for s in specs if s.label == "fgsm"}) == [0.05, 0.1, 0.2, 0.3]
     suite = parse_policy({"rules": [{**BBH_PGD, "min": 0.4}], "evaluate": {
         "models": ["bbh"], "attacks": [{"preset": "quick", "k_eval": 3}]}}, "p")  # fmt: skip
-    assert {s.label for s in plan_specs(suite.evaluate)} == {"fgsm", "pgd-20"}
-    assert {s.k_eval for s in plan_specs(suite.evaluate)} == {3}
+    from robusthyper.sweep import load_suite
+
+    # A suite's every attack (whatever quick.toml holds), with the policy's overrides.
+    assert plan_specs(suite.evaluate) == list(dict.fromkeys(load_suite("quick", {"k_eval": 3}).specs))
+    assert {s.k_eval for s in plan_specs(suite.evaluate)} == {3} and "fgsm" in {
+        s.label for s in plan_specs(suite.evaluate)
+    }
     bad = parse_policy({"rules": [{**BBH_PGD, "min": 0.4}], "evaluate": {
         "models": ["bbh"], "attacks": [{"attack": "pgd", "eps": 0.1, "stepz": 3}]}}, "p")  # fmt: skip
     with pytest.raises(ConfigError, match="stepz"):

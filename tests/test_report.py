@@ -5,10 +5,12 @@ opens in headless Chromium with every image loaded and no console errors."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
 import subprocess
+from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +37,20 @@ def _outcome(
     }
 
 
+def _cells(eot_ks: tuple[int, ...], adaptive: bool, paper: bool) -> list[tuple[str, int, int, tuple, str]]:
+    """(attack label, steps, K_attack, eps grid, protocol) of a synthetic run, in the sweep's order."""
+    cells = [("fgsm", 1, 20, EPS, "strong"), ("pgd", 20, 20, EPS, "strong")]
+    cells += [("pgd", 20, k, (0.1,), "strong") for k in eot_ks]
+    if adaptive:
+        cells.append(("pgd-adaptive", 20, 20, EPS[1:], "strong"))
+    if paper:
+        cells += [
+            ("paper-bhn-fgsm", 1, 1, EPS[2:], "paper-bhn"),
+            ("paper-bbh-fgsm", 1, 1, EPS[2:], "paper-bbh"),
+        ]
+    return cells
+
+
 def make_run(
     root: Path,
     models: tuple[str, ...] | list[str] = ("det", "mcd", "bbh"),
@@ -43,10 +59,18 @@ def make_run(
     confidence: bool = True,
     run_id: str = "fixture",
     meta: dict | None = None,
+    eot_ks: tuple[int, ...] = (),
+    adaptive: bool = False,
+    paper: bool = False,
+    k_column: bool = False,
 ) -> Path:
     """A synthetic run with the tables `robusthyper.evaluate.run` produces (same columns, per-example
-    outcomes that aggregate to the tidy rows, a per-example worst case over attacks), written with
-    `robusthyper.results.write_report`."""
+    outcomes that aggregate to the tidy rows, a per-example worst case over the strong attacks), written with
+    `robusthyper.results.write_report`. Options add what a suite with the honest-evaluation checks records:
+    `eot_ks` extra K_attack of PGD at eps 0.1 (a deterministic model records K_attack = 1 for each, as
+    `robusthyper.evaluate` does), `adaptive` pgd-adaptive (which lowers MI), `paper` both papers' protocols
+    (weak: more accuracy) at eps 0.1-0.3. The per-example table has no `k_attack` column (as a sweep's)
+    unless `k_column`."""
     rng = np.random.default_rng(0)
     rows, example_frames = [], []
     for m, model in enumerate(models):
@@ -55,20 +79,25 @@ def make_run(
                  "mi": rng.gamma(2.0, 0.02, N) if stochastic else np.zeros(N)}  # fmt: skip
         conf = np.clip(np.where(clean["correct"], rng.beta(9, 1, N), rng.beta(3, 3, N)), 1e-3, 1)
         worst: dict[float, dict[str, np.ndarray]] = {}
-        for a, attack in enumerate(ATTACKS):
-            for eps in EPS:
+        for attack, steps, k, grid, protocol in _cells(eot_ks, adaptive, paper):
+            a = {"fgsm": 0, "pgd": 1, "pgd-adaptive": 1}.get(attack, -0.5)
+            for eps in grid:
                 base = {"model": model, "posterior": "det" if not stochastic else model, "dataset": "mnist5k",
-                        "n": N, "attack": attack, "norm": "linf", "eps": eps, "steps": 1 if a == 0 else 20,
-                        "step_size": eps if a == 0 else eps / 4, "restarts": 1, "random_init": a == 1,
-                        "eot": "bma", "k_attack": 20 if stochastic else 1, "k_eval": 100, "seed": 0}  # fmt: skip
+                        "n": N, "attack": attack, "norm": "linf", "eps": eps, "steps": steps,
+                        "step_size": eps if steps == 1 else eps / 4, "restarts": 1, "random_init": steps > 1,
+                        "eot": "bma", "k_attack": k if stochastic else 1, "k_eval": 100, "seed": 0,
+                        "protocol": protocol}  # fmt: skip
                 if eps == 0:
                     adv = dict(clean)
                 else:
-                    survive = rng.random(N) < np.exp(-eps * (8 + 4 * a) / (1 + m))
-                    adv = _outcome(rng, N, 1.0, 0.3 + 2 * eps, 0.1 * m * (1 + eps))
+                    strength = (8 + 4 * a) * (1 + (2 / k if stochastic and attack == "pgd" else 0) * -0.5)
+                    survive = rng.random(N) < np.exp(-eps * strength / (1 + m))
+                    mi_scale = 0.02 * m if attack == "pgd-adaptive" else 0.1 * m * (1 + eps)
+                    adv = _outcome(rng, N, 1.0, 0.3 + 2 * eps, mi_scale)
                     adv["correct"] = clean["correct"] & survive
-                w = worst.setdefault(eps, dict(adv))
-                w["correct"] = w["correct"] & adv["correct"]
+                if protocol == "strong":
+                    w = worst.setdefault(eps, dict(adv))
+                    w["correct"] = w["correct"] & adv["correct"]
                 for which, out in (("clean", clean), ("adversarial", adv)):
                     values = {"accuracy": out["correct"].mean(), "nll": float(1 - out["correct"].mean()),
                               "entropy": out["entropy"].mean(), "mutual_information": out["mi"].mean()}  # fmt: skip
@@ -81,12 +110,16 @@ def make_run(
                          "index": np.arange(N), "clean_correct": clean["correct"], "adv_correct": adv["correct"],
                          "clean_entropy": clean["entropy"], "adv_entropy": adv["entropy"],
                          "clean_mi": clean["mi"], "adv_mi": adv["mi"], "perturbation": eps}  # fmt: skip
+                if k_column:
+                    frame["k_attack"] = base["k_attack"]
                 if confidence:
                     frame["clean_confidence"] = conf
                 example_frames.append(pd.DataFrame(frame))
         for eps, w in worst.items():
             base = {**rows[-1], "attack": "worst-case", "eps": eps, "steps": np.nan, "step_size": np.nan,
-                    "restarts": np.nan, "random_init": None}  # fmt: skip
+                    "restarts": np.nan, "random_init": None, "protocol": "strong",
+                    "k_attack": max((c[2] for c in _cells(eot_ks, adaptive, False)), default=20)
+                    if stochastic else 1}  # fmt: skip
             for which, out in (("clean", clean), ("adversarial", w)):
                 rows.append(
                     {**base, "input": which, "metric": "accuracy", "value": float(out["correct"].mean())}
@@ -224,7 +257,7 @@ def test_sanity_flags_are_shown_at_the_top_escaped(tmp_path: Path) -> None:
     text = build(run).read_text(encoding="utf-8")
     assert "clean bill" not in text and "<script" not in text
     top = text.index('id="flags"')
-    assert top < text.index('id="warnings"') and top < text.index('id="table-1"')
+    assert top < text.index('id="warnings"') and top < text.index('id="robust_accuracy"')
     section = text[top : text.index('id="warnings"')]
     for column in ("code", "severity", "model", "attack", "eps", "message"):
         assert f">{column}</th>" in section
@@ -234,6 +267,301 @@ def test_sanity_flags_are_shown_at_the_top_escaped(tmp_path: Path) -> None:
     (run / "flags.csv").write_text("nonsense\n1\n", encoding="utf-8")
     text = build(run).read_text(encoding="utf-8")
     assert "the sanity flags are not shown" in text
+
+
+# ---------------------------------------------------------------- honest evaluation: EOT, adaptive, papers
+
+HONEST = ("eot_convergence", "detection_aware", "paper_vs_strong")
+
+
+@pytest.fixture(scope="module")
+def honest_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run with an EOT study (PGD at eps 0.1 with K 1, 5, 20, 50), adaptive PGD and both paper protocols."""
+    return make_run(tmp_path_factory.mktemp("honest"), eot_ks=(1, 5, 50), adaptive=True, paper=True)
+
+
+@pytest.fixture(scope="module")
+def honest_page(honest_run: Path) -> Path:
+    return build(honest_run)
+
+
+class _Tables(HTMLParser):
+    """Every <table> of an HTML fragment as a list of rows of cell texts (header row first)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: list[list[list[str]]] = []
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        if tag == "table":
+            self.tables.append([])
+        elif tag == "tr":
+            self.tables[-1].append([])
+        elif tag in ("td", "th"):
+            self._cell = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("td", "th") and self._cell is not None:
+            self.tables[-1][-1].append("".join(self._cell).strip())
+            self._cell = None
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def _section(text: str, section_id: str) -> str:
+    start = text.index(f'<h2 id="{section_id}">')
+    return text[start : text.index("<h2 ", start + 4)]
+
+
+def _page_table(text: str, section_id: str) -> pd.DataFrame:
+    parser = _Tables()
+    parser.feed(_section(text, section_id))
+    header, *rows = parser.tables[0]
+    return pd.DataFrame(rows, columns=header)
+
+
+def _nav(text: str) -> list[str]:
+    return re.findall(r'<a href="#([^"]+)">', text[text.index("<nav>") : text.index("</nav>")])
+
+
+def _cell(value: float) -> str:
+    from robusthyper.report.html import cell
+
+    return cell(float(value))
+
+
+def test_honest_sections_render_once_each(honest_run: Path, honest_page: Path) -> None:
+    text = honest_page.read_text(encoding="utf-8")
+    nav = _nav(text)
+    assert len(nav) == len(set(nav))  # every section listed once (the worst case used to appear twice)
+    for section in (*HONEST, "robust_accuracy", "worst_case", "numbers"):
+        assert nav.count(section) == 1 and text.count(f'<h2 id="{section}">') == 1, section
+    assert re.findall(r"<a [^>]*>Worst case over attacks</a>", text) == [
+        '<a href="#worst_case">Worst case over attacks</a>'
+    ]
+    order = [text.index(f'<h2 id="{s}">') for s in ("flags", "worst_case", *HONEST, "numbers")]
+    assert order == sorted(order)
+    for name in HONEST:
+        for suffix in ("png", "svg"):
+            assert (honest_run / FIGURES / f"{name}.{suffix}").stat().st_size > 1000
+    assert len(re.findall(r'<img src="data:image/png;base64,', text)) == 8
+    assert "overstate robustness" in _section(text, "eot_convergence")
+    assert "5% of clean inputs" in _section(text, "detection_aware")
+    assert "per-example worst case" in _section(text, "paper_vs_strong")
+    assert _leftovers(honest_run) == []
+
+
+def test_main_figures_leave_out_paper_protocols_and_eot_points(honest_run: Path) -> None:
+    from robusthyper.report import data as d
+
+    results = d.load_run(honest_run).results
+    main = d.main_grid(results)
+    assert not main["attack"].str.startswith("paper-").any()
+    pgd = main[(main["attack"] == "pgd") & (main["model"] != "det")]
+    assert set(pgd["k_attack"]) == {20}  # the study's K = 1, 5, 50 are points, not curves
+    assert d.panel_order(main) == ["fgsm", "pgd", "pgd-adaptive"]
+    det = main[(main["model"] == "det") & (main["attack"] == "pgd") & (main["eps"] == 0.1)]
+    assert len(det) == len(det.drop_duplicates(["input", "metric"]))  # det's four K = 1 cells: kept once
+    # The per-example rows behind the detection AUROC figure: PGD at eps 0.1 once per model (K = 20's).
+    loaded = d.load_run(honest_run)
+    examples = d.main_examples(d.with_k_attack(loaded.examples, results)[0], results)
+    at = examples[(examples["attack"] == "pgd") & (examples["eps"] == 0.1)]
+    assert at.groupby("model").size().eq(N).all() and not examples["attack"].str.startswith("paper-").any()
+    # The numbers table keeps every row, the papers' included.
+    assert {"paper-bhn-fgsm", "paper-bbh-fgsm"} <= set(d.numbers(results)["attack"])
+
+
+def test_eot_section_numbers(honest_run: Path, honest_page: Path) -> None:
+    from robusthyper.gate.stats import wilson
+    from robusthyper.report import data as d
+
+    results = d.load_run(honest_run).results
+    acc = results[(results["metric"] == "accuracy") & (results["input"] == "adversarial")
+                  & (results["attack"] == "pgd") & (results["eps"] == 0.1)]  # fmt: skip
+    study = d.eot_study(results)
+    assert set(study["panel"]) == {"pgd at ε=0.1"}
+    for model in ("mcd", "bbh"):
+        by_hand = acc[acc["model"] == model].set_index("k_attack")["value"].sort_index()
+        rows = study[study["model"] == model].set_index("k_attack")
+        assert list(rows.index) == [1, 5, 20, 50]
+        assert rows["value"].tolist() == pytest.approx(by_hand.tolist())
+        for k, row in rows.iterrows():
+            assert (row["lo"], row["hi"]) == pytest.approx(wilson(round(by_hand[k] * N), N))
+    assert study[study["model"] == "det"]["n_k"].tolist() == [1]  # a flat reference line
+    table = _page_table(honest_page.read_text(encoding="utf-8"), "eot_convergence")
+    assert list(table.columns) == ["model", "attack, ε", "n", "K=1", "K=5", "K=20", "K=50",
+                                   "largest − smallest K", "last step"]  # fmt: skip
+    mcd = table[table["model"] == "mcd"].iloc[0]
+    by_hand = acc[acc["model"] == "mcd"].set_index("k_attack")["value"]
+    assert mcd["K=5"] == _cell(by_hand[5])
+    assert mcd["last step"] == _cell(by_hand[50] - by_hand[20])
+    assert mcd["largest − smallest K"] == _cell(by_hand[50] - by_hand[1])
+
+
+def _brute_force_defended(clean_score: np.ndarray, adv_score: np.ndarray, correct: np.ndarray) -> float:
+    """Recount detection-aware accuracy: flag above the clean score that leaves 5% of clean inputs above."""
+    ranked = np.sort(clean_score)
+    threshold = ranked[len(ranked) - 1 - math.floor(0.05 * len(ranked))]
+    assert (clean_score > threshold).mean() <= 0.05
+    return float(np.mean(correct.astype(bool) | (adv_score > threshold)))
+
+
+@pytest.mark.parametrize("k_column", [False, True])
+def test_detection_aware_numbers_equal_a_brute_force_recount(tmp_path: Path, k_column: bool) -> None:
+    """The plain PGD beside the adaptive attack is the K = 20 cell, not a mixture with the EOT study's K = 1,
+    5, 50 cells at the same eps (whose per-example rows a sweep records without a k_attack column)."""
+    from robusthyper.report import data as d
+
+    run = make_run(tmp_path, ("det", "mcd"), eot_ks=(1, 5, 50), adaptive=True, k_column=k_column)
+    raw = pd.read_parquet(run / "examples.parquet")
+    text = build(run).read_text(encoding="utf-8")
+    loaded = d.load_run(run)
+    examples, notes = d.with_k_attack(loaded.examples, loaded.results)
+    assert notes == []
+    aware = d.detection_aware(examples)
+    table = _page_table(text, "detection_aware")
+    for model in ("det", "mcd"):
+        plain = raw[(raw["model"] == model) & (raw["attack"] == "pgd") & (raw["eps"] == 0.1)].iloc[
+            :N
+        ]  # K = 20
+        adaptive = raw[(raw["model"] == model) & (raw["attack"] == "pgd-adaptive") & (raw["eps"] == 0.1)]
+        for score, column in (("MI", "mi"), ("entropy", "entropy")):
+            expected = {}
+            for kind, rows in (("pgd", plain), ("adaptive", adaptive)):
+                expected[kind] = _brute_force_defended(rows[f"clean_{column}"].to_numpy(),
+                                                       rows[f"adv_{column}"].to_numpy(),
+                                                       rows["adv_correct"].to_numpy())  # fmt: skip
+                got = aware[(aware["model"] == model) & (aware["eps"] == 0.1) & (aware["score"] == score)
+                            & (aware["kind"] == kind)]  # fmt: skip
+                assert len(got) == 1
+                assert got["detection_aware_acc"].item() == pytest.approx(expected[kind])
+                assert got["robust_acc"].item() == pytest.approx(rows["adv_correct"].mean())
+            shown = table[(table["model"] == model) & (table["ε"] == "0.1") & (table["score"] == score)]
+            assert len(shown) == 1
+            assert shown["detection-aware acc (PGD)"].item() == _cell(expected["pgd"])
+            assert shown["Δ detection-aware acc (adaptive − PGD)"].item() == _cell(
+                expected["adaptive"] - expected["pgd"]
+            )
+            # Worst of both, per example: defended only when defended against each attack (own threshold).
+            defended = np.ones(N, bool)
+            for rows in (plain, adaptive):
+                ranked = np.sort(rows[f"clean_{column}"].to_numpy())
+                threshold = ranked[len(ranked) - 1 - math.floor(0.05 * len(ranked))]
+                hit = rows.sort_values("index")[f"adv_{column}"].to_numpy() > threshold
+                defended &= rows.sort_values("index")["adv_correct"].to_numpy().astype(bool) | hit
+            worst = aware[(aware["model"] == model) & (aware["eps"] == 0.1) & (aware["score"] == score)
+                          & (aware["kind"] == "worst")]  # fmt: skip
+            assert worst["detection_aware_acc"].item() == pytest.approx(defended.mean())
+            assert worst["detection_aware_acc"].item() <= min(expected.values()) + 1e-12
+            assert shown["detection-aware acc (worst of both)"].item() == _cell(defended.mean())
+    assert aware[aware["model"] == "mcd"]["k_attack"].eq(20).all()
+
+
+def test_paper_rows_beside_the_strong_protocol(honest_run: Path, honest_page: Path) -> None:
+    from robusthyper.report import data as d
+
+    results = d.load_run(honest_run).results
+    adv = results[(results["metric"] == "accuracy") & (results["input"] == "adversarial")]
+    frame = d.paper_vs_strong(results)
+    assert set(frame["protocol"]) == {"paper-bhn", "paper-bbh"} and set(frame["eps"]) == {0.1, 0.2, 0.3}
+    assert len(frame) == 3 * 2 * 3  # models x protocols x eps
+    table = _page_table(honest_page.read_text(encoding="utf-8"), "paper_vs_strong")
+    assert len(table) == len(frame)
+    for _, row in frame.iterrows():
+        at = (adv["model"] == row["model"]) & (adv["eps"] == row["eps"])
+        paper = adv[at & (adv["attack"] == row["attack"])]["value"].item()
+        strong = adv[at & (adv["attack"] == "worst-case")]["value"].item()
+        assert (row["paper"], row["strong"]) == pytest.approx((paper, strong))
+        assert row["difference"] == pytest.approx(paper - strong)
+        shown = table[(table["model"] == row["model"]) & (table["paper attack"] == row["attack"])
+                      & (table["ε"] == _cell(row["eps"]))]  # fmt: skip
+        assert shown["overstatement (paper − strong)"].item() == _cell(paper - strong)
+        assert shown["robust acc (strong: worst case)"].item() == _cell(strong)
+    # The papers' rows never lower the worst case (they are weak and unclipped by design).
+    strong_only = results[~results["attack"].str.startswith("paper-")]
+    pd.testing.assert_frame_equal(d.worst_case(results), d.worst_case(strong_only))
+
+
+def test_honest_sections_absent_without_their_data(tmp_path: Path, page: Path) -> None:
+    text = page.read_text(encoding="utf-8")  # the plain fixture: one K, no adaptive attack, no paper rows
+    for section in HONEST:
+        assert f'id="{section}"' not in text and f'href="#{section}"' not in text
+    # An EOT study without per-example rows: the EOT section, not the detection-aware one (needs examples).
+    run = make_run(tmp_path, ("det", "mcd"), examples=False, eot_ks=(1, 5), adaptive=True)
+    text = build(run).read_text(encoding="utf-8")
+    assert 'id="eot_convergence"' in text and 'id="detection_aware"' not in text
+    assert 'id="paper_vs_strong"' not in text
+
+
+def test_unmatched_example_blocks_are_left_out_with_a_warning(tmp_path: Path) -> None:
+    from robusthyper.report import data as d
+
+    run = make_run(tmp_path, ("det", "mcd"), eot_ks=(1, 5), adaptive=True)
+    raw = pd.read_parquet(run / "examples.parquet")
+    at = (raw["model"] == "mcd") & (raw["attack"] == "pgd") & (raw["eps"] == 0.1)
+    raw.loc[raw[at].index[:N], "adv_correct"] = ~raw.loc[raw[at].index[:N], "adv_correct"]  # no longer K=20's
+    raw.to_parquet(run / "examples.parquet", index=False)
+    loaded = d.load_run(run)
+    examples, notes = d.with_k_attack(loaded.examples, loaded.results)
+    assert len(notes) == 1 and "cannot be matched to their K_attack (20, 1, 5)" in notes[0]
+    pgd = (examples["attack"] == "pgd") & (examples["eps"] == 0.1)
+    assert not (pgd & (examples["model"] == "mcd")).any()
+    assert (pgd & (examples["model"] == "det")).sum() == N  # det's three K = 1 blocks: the first kept
+    text = build(run).read_text(encoding="utf-8")
+    assert "cannot be matched to their K_attack" in _section(text, "warnings")
+
+
+def test_flags_are_not_repeated_as_warnings(tmp_path: Path) -> None:
+    from robusthyper.sanity import Flag, Severity, flags_to_frame
+
+    flag = Flag("eot-not-converged", Severity.WARNING, "mcd", "pgd-40", 0.1, "robust accuracy falls <fast>")
+    other = "OOD detection vs fashion-mnist skipped: not installed"
+    run = make_run(tmp_path, ("mcd",), meta={"warnings": [other, str(flag)]})
+    flags_to_frame([flag]).to_csv(run / "flags.csv", index=False)
+    text = build(run).read_text(encoding="utf-8")
+    assert text.count("robust accuracy falls &lt;fast&gt;") == 1
+    assert "robust accuracy falls &lt;fast&gt;" in _section(text, "flags")
+    assert other in _section(text, "warnings")
+
+
+def test_sweep_with_a_k_attack_list_end_to_end(tmp_path: Path, small_mnist) -> None:
+    """A tiny MC-dropout MLP through a tiny suite with an EOT study that overlaps the main grid, adaptive PGD
+    and both paper protocols: no cell runs twice, no row is duplicated, and the report shows every section."""
+    from conftest import tiny_recipe
+
+    from robusthyper import store, sweep
+    from robusthyper.train import fit
+
+    recipe = tiny_recipe("mcd", epochs=1, val_fraction=0.0).model_copy(update={"name": "tiny-mcd"})
+    store.save(fit(recipe, small_mnist, progress=False).posterior, recipe, {}, tmp_path / "store")
+    suite = tmp_path / "tiny.toml"
+    suite.write_text(
+        'n = 12\n[[attacks]]\nattack = "fgsm"\neps = [0, 0.1]\nk_attack = 2\nk_eval = 3\n'
+        '[[attacks]]\nattack = "pgd"\nsteps = 2\neps = [0, 0.1]\nk_attack = 2\nk_eval = 3\n'
+        '[[attacks]]\nattack = "pgd"\nsteps = 2\neps = 0.1\nk_attack = [1, 2, 4]\nk_eval = 3\n'
+        '[[attacks]]\nattack = "pgd-adaptive"\nsteps = 2\neps = 0.1\nk_attack = 2\nk_eval = 3\n'
+        '[[attacks]]\nattack = "paper-bhn-fgsm"\neps = 0.1\nk_eval = 3\n'
+        '[[attacks]]\nattack = "paper-bbh-fgsm"\neps = 0.1\nsamples_averaged = 3\nk_eval = 3\n'
+    )
+    loaded = sweep.load_suite(str(suite))
+    assert len(loaded.specs) == 2 + 2 + 2 + 1 + 2  # pgd eps 0.1 K 2 once
+    done = sweep.run_sweep(tmp_path / "run", ["tiny-mcd"], loaded.specs, store=tmp_path / "store", n=loaded.n,
+                           batch_size=12, progress=False, ood=False)  # fmt: skip
+    assert done.computed == len(loaded.specs)
+    keys = ["model", "attack", "eps", "k_attack", "input", "metric"]
+    assert not done.results.duplicated(keys).any()
+    pgd = done.results[(done.results["attack"] == "pgd-2") & (done.results["eps"] == 0.1)
+                       & (done.results["metric"] == "accuracy") & (done.results["input"] == "adversarial")]  # fmt: skip
+    assert sorted(pgd["k_attack"]) == [1, 2, 4]
+    assert done.report is not None
+    text = done.report.read_text(encoding="utf-8")
+    for section in HONEST:
+        assert f'<h2 id="{section}">' in text, section
+    nav = _nav(text)
+    assert len(nav) == len(set(nav))
 
 
 # ---------------------------------------------------------------- bad input
@@ -407,3 +735,10 @@ def test_browser_check_catches_broken_and_external_images(chromium: str, page: P
     assert any(e.startswith("csp: http://127.0.0.1:9/x.png") for e in check["errors"]), check
     assert any(e.startswith("error: data:image/png") for e in check["errors"]), check
     assert any("Content Security Policy" in line for line in console), console
+
+
+def test_honest_report_opens_in_headless_chromium(chromium: str, honest_page: Path, tmp_path: Path) -> None:
+    """The page with the EOT, detection-aware and paper-protocol figures loads every image cleanly too."""
+    check, console = _browser_check(chromium, honest_page.read_text(encoding="utf-8"), tmp_path)
+    assert check["images"] == 8 and check["loaded"] == 8 and min(check["widths"]) > 0, check
+    assert check["errors"] == [] and console == [], (check, console)

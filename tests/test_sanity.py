@@ -83,6 +83,19 @@ def test_iterative_weaker_than_fgsm() -> None:
     assert flags(other_model) == []
 
 
+def test_eot_study_weak_k_is_not_compared_with_fgsm() -> None:
+    """An EOT study's K_attack = 1 PGD is meant to be weak: only each attack's largest K is compared."""
+    study = _table(("fgsm", 0.1, 0.10), ("pgd-40", 0.1, 0.30, {"k_attack": 1}),
+                   ("pgd-40", 0.1, 0.06, {"k_attack": 10}), ("pgd-40", 0.1, 0.05, {"k_attack": 20}),
+                   ("square-1000", 0.1, 0.01, {"k_attack": 1}),
+                   ("square-1000", 0.1, 0.4, {"k_attack": 20}))  # fmt: skip
+    assert flags(study) == []
+    # The largest K still counts: weaker than FGSM there is a flag.
+    weak = _table(("fgsm", 0.1, 0.10), ("pgd-40", 0.1, 0.05, {"k_attack": 1}),
+                  ("pgd-40", 0.1, 0.30, {"k_attack": 2}))  # fmt: skip
+    assert _codes(flags(weak)) == {"iterative-weaker-than-fgsm"}
+
+
 def test_square_stronger_than_every_gradient_attack() -> None:
     found = flags(_table(("fgsm", 0.1, 0.5), ("pgd-40", 0.1, 0.4), ("square-1000", 0.1, 0.1)))
     assert [(f.code, f.attack) for f in found] == [("square-stronger", "square-1000")]

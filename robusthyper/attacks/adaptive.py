@@ -12,7 +12,15 @@ step eps/4) from a uniform random point in the ball (numpy's global RNG, which t
 ART's PGD). Every step draws K_attack fresh posterior samples (EOT). With `eot = "mean-loss"` the CE term is
 the mean of the K per-sample cross-entropies instead. lambda = 0 is plain PGD-EOT (`adaptive_loss` then
 equals the ART estimator's loss). ART cannot take this loss (its estimator's loss sees only log p̄, not the
-K samples), hence this small torch loop; it returns the final iterate, and restarts are run by the evaluation.
+K samples), hence this small torch loop; restarts are run by the evaluation.
+
+Why two phases (lambda > 0): with one fixed objective from the start, the bounded score term (MI <= log C)
+pulls towards confident *correct* predictions as much as towards confident wrong ones, and on MC dropout at
+eps 0.2 the attack misclassified far fewer inputs than plain PGD (robust accuracy 0.71 vs 0.02). So the
+score term only acts on examples the current iterate already misclassifies (PGD until the label flips, then
+CE - lambda * score keeps it wrong while lowering the score), and the attack returns, per example, the
+misclassified iterate with the lowest score seen (on the step's own K samples), else the final iterate
+(Carlini & Wagner 2017 keep the best iterate the same way).
 
 `detection_aware_accuracy` scores a defended model: an example counts as defended when the model classifies
 its adversarial version correctly *or* flags it, with the flag threshold set on clean inputs for a 5% false
@@ -83,8 +91,17 @@ class AdaptivePGD:
         self.batch_size = batch_size
 
     def loss(self, x: Tensor, y: Tensor) -> Tensor:
-        """Per-example objective at `x` with K fresh samples."""
+        """Per-example objective at `x` with K fresh samples (the one-phase objective)."""
         return adaptive_loss(self.ensemble.sample_logits(x), y, self.weight, self.score, self.eot)
+
+    def _step_objective(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The two-phase objective at `x` on K fresh samples, with which examples `x` misclassifies and
+        their detection scores (both detached)."""
+        logits = self.ensemble.sample_logits(x)
+        ce = adaptive_loss(logits, y, 0.0, self.score, self.eot)
+        wrong = (log_predictive(logits).argmax(-1) != y).detach()
+        score = detection_score(logits, self.score)
+        return ce - self.weight * score * wrong, wrong, score.detach()
 
     def perturb(self, x0: Tensor, y: Tensor) -> Tensor:
         """Adversarial examples for one batch of tensors (index labels `[B]`)."""
@@ -94,12 +111,29 @@ class AdaptivePGD:
         else:
             x = x0.clone()
         lower, upper = (x0 - self.eps).clamp_min(0.0), (x0 + self.eps).clamp_max(1.0)
+        track = self.weight > 0
+        best = x.detach().clone()
+        best_score = torch.full((len(x0),), math.inf, device=x0.device)
+
+        def keep_best(x_now: Tensor, wrong: Tensor, score: Tensor) -> None:
+            better = wrong & (score < best_score)
+            best[better] = x_now[better]
+            best_score[better] = score[better]
+
         for _ in range(self.steps):
             x = x.detach().requires_grad_(True)
             with torch.enable_grad():
-                (grad,) = torch.autograd.grad(self.loss(x, y).sum(), x)
+                objective, wrong, score = self._step_objective(x, y)
+                (grad,) = torch.autograd.grad(objective.sum(), x)
+            if track:
+                keep_best(x.detach(), wrong, score)
             x = torch.minimum(torch.maximum(x.detach() + self.step_size * grad.sign(), lower), upper)
-        return x.detach()
+        if not track:
+            return x.detach()
+        with torch.no_grad():
+            _, wrong, score = self._step_objective(x, y)
+        keep_best(x, wrong, score)
+        return torch.where(torch.isfinite(best_score).view(-1, *[1] * (x.dim() - 1)), best, x).detach()
 
     def generate(self, x: np.ndarray, y: np.ndarray | None = None, **_: Any) -> np.ndarray:
         if y is None:

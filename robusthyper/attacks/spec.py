@@ -1,6 +1,6 @@
 """`AttackSpec`: one attack at one eps, validated when built (unknown keys, bad values and eps out of range
 are errors), from CLI flags or an `attacks/*.toml` preset. Eps is accepted as a number or a fraction such as
-"8/255"; a preset's `eps` may be a list, expanded into one spec per value (`expand`)."""
+"8/255"; a preset's `eps` and `k_attack` may be lists, expanded into one spec per (eps, K_attack) (`expand`)."""
 
 from __future__ import annotations
 
@@ -218,15 +218,35 @@ def make_spec(source: str = "spec", **values: Any) -> AttackSpec:
         raise ConfigError(f"{source}: {err}") from None
 
 
+def _k_grid(value: Any, source: str) -> list[Any]:
+    """The K_attack values of a table: a list (an EOT study) or one value (validated by the spec)."""
+    if not isinstance(value, list):
+        return [value]
+    if not value:
+        raise ConfigError(f"{source}: the k_attack list is empty; give at least one value (e.g. [1, 5, 20])")
+    bad = [k for k in value if isinstance(k, bool) or not isinstance(k, int) or k <= 0]
+    if bad:
+        raise ConfigError(
+            f"{source}: k_attack = {value!r} holds {bad[0]!r}; give positive whole numbers (e.g. [1, 5, 20])"
+        )
+    return list(dict.fromkeys(value))
+
+
 def expand(values: dict[str, Any], source: str = "spec") -> list[AttackSpec]:
-    """One spec per eps when `values['eps']` is a list (a preset's eps grid); a scalar gives one spec."""
+    """One spec per (eps, K_attack): `values['eps']` may be a list (a preset's eps grid) and so may
+    `values['k_attack']` (an EOT convergence study); scalars give one spec. Repeated values and identical
+    specs are dropped (the first stays), so overlapping tables never run a cell twice."""
     eps = values.get("eps")
     if eps is None:
         raise UserError(f"{source}: no eps given; pass --eps (e.g. --eps 0.1 or --eps 8/255, repeatable)")
     grid = eps if isinstance(eps, list) else [eps]
     if not grid:
         raise ConfigError(f"{source}: the eps list is empty; give at least one value")
-    return [make_spec(source, **{**values, "eps": e}) for e in grid]
+    if "k_attack" not in values:
+        return list(dict.fromkeys(make_spec(source, **{**values, "eps": e}) for e in grid))
+    ks = _k_grid(values["k_attack"], source)
+    specs = (make_spec(source, **{**values, "eps": e, "k_attack": k}) for e in grid for k in ks)
+    return list(dict.fromkeys(specs))
 
 
 _NOT_APPLICABLE: dict[AttackName, tuple[str, ...]] = {

@@ -26,11 +26,19 @@ from robusthyper.gate.check import (
     evaluate_rules,
     violations,
 )
-from robusthyper.gate.policy import Evaluation, GatePolicy, Rule, load_policy, parse_policy
+from robusthyper.gate.policy import (
+    FLAG_CODES,
+    Evaluation,
+    FlagRule,
+    GatePolicy,
+    Rule,
+    load_policy,
+    parse_policy,
+)
 from robusthyper.gate.stats import newcombe, wilson
 
 __all__ = [
-    "Evaluation", "GateInputError", "GatePolicy", "GateRun", "Rule", "RuleResult", "Violation", "check",
+    "FLAG_CODES", "Evaluation", "FlagRule", "GateInputError", "GatePolicy", "GateRun", "Rule", "RuleResult", "Violation", "check",
     "evaluate_rules", "load_policy", "newcombe", "parse_policy", "run_gate", "violations", "wilson",
 ]  # fmt: skip
 
@@ -84,9 +92,8 @@ def run_gate(
         tables = runs.evaluate(policy, source=source, run_dir=run_dir, out=out, store=store, data_dir=data_dir,
                                device=device, quiet=quiet, report=report)  # fmt: skip
     checked = evaluate_rules(
-        tables.results, policy, examples=tables.examples,
+        tables.results, policy, examples=tables.examples, flags=tables.flags,
         baseline=None if base is None else base.results, baseline_examples=None if base is None else base.examples,
     )  # fmt: skip
-    return GateRun(
-        checked, source, tables.source, time.perf_counter() - started, tables.computed, tables.reused
-    )
+    return GateRun(checked, source, tables.source, time.perf_counter() - started, tables.computed,
+                   tables.reused, tables.page)  # fmt: skip

@@ -5,6 +5,9 @@ Wilson 95% interval to every accuracy (over the row's n examples), compares the 
 threshold, and returns one `RuleResult` per rule. A rule naming a model, attack, eps or metric that the table
 does not hold, or a baseline that cannot be compared, is a `UserError` (exit 2): a gate must never pass
 because it checked nothing.
+
+A `no-flags` rule (`FlagRule`) reads the run's sanity flags instead (flags.csv, `robusthyper.sanity`): it
+fails when any flag of its kinds names one of its models, and lists each (code, model, attack, eps).
 """
 
 from __future__ import annotations
@@ -18,13 +21,17 @@ import numpy as np
 import pandas as pd
 
 from robusthyper.errors import UserError
-from robusthyper.gate.policy import DETECTION_METRICS, GatePolicy, Rule, is_proportion
+from robusthyper.gate.policy import DETECTION_METRICS, FlagRule, GatePolicy, Rule, is_proportion
 from robusthyper.gate.stats import newcombe, wilson
 
 REQUIRED = ("model", "attack", "eps", "input", "metric", "value")
 SETTINGS = ("dataset", "n", "norm", "eot", "k_attack", "k_eval", "seed")
 FILTERS = ("norm", "eot", "k_attack", "k_eval", "seed")
 EPS_TOLERANCE = 1e-6
+FLAG_COLUMNS = ("code", "model", "attack", "eps")
+"""Columns of a sanity flags table (flags.csv) that a no-flags rule needs; also severity and message."""
+SHOWN_FLAGS = 5
+"""How many flags a failing no-flags rule's one-line message lists (JUnit and JSON carry all)."""
 
 
 class GateInputError(UserError):
@@ -35,7 +42,7 @@ class GateInputError(UserError):
 class RuleResult:
     """One rule, checked: the worst matching row's value, its interval, the statistic compared, pass/fail."""
 
-    rule: Rule
+    rule: Rule | FlagRule
     passed: bool
     value: float
     """The metric (min, max) or its change against the baseline (max_drop: baseline - now; max_rise)."""
@@ -50,12 +57,16 @@ class RuleResult:
     baseline: float | None = None
     where: dict[str, Any] = field(default_factory=dict)
     """The worst row's attack, eps and settings."""
+    flags: tuple[dict[str, Any], ...] = ()
+    """A no-flags rule: the matching flags (code, severity, model, attack, eps, message)."""
 
     @property
     def name(self) -> str:
         return self.rule.label
 
     def message(self) -> str:
+        if isinstance(self.rule, FlagRule):
+            return self._flags_message()
         what = {"max_drop": "drop", "max_rise": "rise"}.get(self.rule.kind, self.rule.metric)
         interval = f" [95% CI {self.low:.4f}, {self.high:.4f}]" if self.low is not None else ""
         stat = "" if self.rule.bound == "estimate" else f"; {self.rule.bound} bound {self.statistic:.4f}"
@@ -67,7 +78,27 @@ class RuleResult:
         return (f"{what} {self.value:.4f}{interval}{base}{stat} {verdict} {op} {self.threshold:g} "
                 f"({at}{n}; {self.rows} row{'s' if self.rows != 1 else ''})")  # fmt: skip
 
+    def _flags_message(self) -> str:
+        assert isinstance(self.rule, FlagRule)
+        models = ", ".join(self.rule.models) if self.rule.models else "every model"
+        kinds = ", ".join(self.rule.flags) if self.rule.flags else f"all {len(self.rule.codes)} kinds"
+        if self.passed:
+            other = f"; {self.rows} flag(s) of other kinds or models in the run" if self.rows else ""
+            return f"no sanity flags ({kinds}) on {models}: passes{other}"
+        shown = "; ".join(f"{f['code']} ({f['model']}, {f['attack']}, eps={_fmt(f['eps'])})"
+                          for f in self.flags[:SHOWN_FLAGS])  # fmt: skip
+        more = f"; and {len(self.flags) - SHOWN_FLAGS} more" if len(self.flags) > SHOWN_FLAGS else ""
+        return f"{len(self.flags)} sanity flag(s) where none are allowed ({kinds}) FAILS: {shown}{more}"
+
     def to_dict(self) -> dict[str, Any]:
+        if isinstance(self.rule, FlagRule):
+            return {
+                "name": self.name, "passed": self.passed, "kind": self.rule.type, "metric": self.rule.metric,
+                "model": None if self.rule.models is None else list(self.rule.models),
+                "flags_checked": list(self.rule.codes), "value": self.value, "threshold": self.threshold,
+                "rows": self.rows, "flags": [{k: _plain(v) for k, v in f.items()} for f in self.flags],
+                "message": self.message(),
+            }  # fmt: skip
         return {
             "name": self.name, "passed": self.passed, "kind": self.rule.kind, "metric": self.rule.metric,
             "model": self.rule.model, "value": self.value, "ci_low": self.low, "ci_high": self.high,
@@ -232,6 +263,46 @@ def select(frame: pd.DataFrame, rule: Rule, what: str = "results") -> pd.DataFra
     return rows
 
 
+# ---------------------------------------------------------------------------------------------- flags
+
+
+def prepare_flags(flags: pd.DataFrame) -> pd.DataFrame:
+    """Check a sanity flags table's columns (flags.csv) and normalise its types."""
+    missing = [c for c in FLAG_COLUMNS if c not in flags.columns]
+    if missing:
+        raise GateInputError(
+            f"the sanity flags table lacks column(s) {', '.join(missing)}: not a robusthyper flags.csv; "
+            "re-run the evaluation with this robusthyper"
+        )
+    frame = flags.copy()
+    for column in ("code", "model", "attack"):
+        frame[column] = frame[column].astype(str)
+    frame["eps"] = pd.to_numeric(frame["eps"], errors="coerce")
+    return frame
+
+
+def _check_flags(rule: FlagRule, frame: pd.DataFrame, flags: pd.DataFrame | None) -> RuleResult:
+    if flags is None:
+        raise GateInputError(
+            f"rule '{rule.label}' checks sanity flags, but the results come without them (flags.csv); "
+            "check a run folder written by this robusthyper's sweep, attack or gate"
+        )
+    known = set(frame["model"])
+    for name in rule.models or []:
+        if name not in known:
+            raise GateInputError(
+                f"rule '{rule.label}': model '{name}' is not in the results; models there: {_known(known)}"
+            )
+    hits = flags[flags["code"].isin(rule.codes)]
+    if rule.models:
+        hits = hits[hits["model"].isin(rule.models)]
+    columns = [c for c in ("code", "severity", "model", "attack", "eps", "message") if c in hits.columns]
+    found = tuple({c: row[c] for c in columns} for _, row in hits.iterrows())
+    count = float(len(found))
+    return RuleResult(rule, not found, count, None, None, count, rule.threshold, None, len(flags),
+                      flags=found)  # fmt: skip
+
+
 # ---------------------------------------------------------------------------------------------- checking
 
 
@@ -274,7 +345,11 @@ def _where(row: pd.Series, rule: Rule) -> dict[str, Any]:
     return {k: _plain(row[k]) for k in keys}
 
 
-def _check_rule(rule: Rule, frame: pd.DataFrame, baseline: pd.DataFrame | None) -> RuleResult:
+def _check_rule(
+    rule: Rule | FlagRule, frame: pd.DataFrame, baseline: pd.DataFrame | None, flags: pd.DataFrame | None
+) -> RuleResult:
+    if isinstance(rule, FlagRule):
+        return _check_flags(rule, frame, flags)
     stats = _stats(select(frame, rule), rule.metric)
     if rule.kind in ("min", "max"):
         sign = (
@@ -311,9 +386,12 @@ def evaluate_rules(
     examples: pd.DataFrame | None = None,
     baseline: pd.DataFrame | None = None,
     baseline_examples: pd.DataFrame | None = None,
+    flags: pd.DataFrame | None = None,
 ) -> list[RuleResult]:
-    """Every rule of `policy`, checked against `results` (and `baseline` for drop and rise rules)."""
+    """Every rule of `policy`, checked against `results` (and `baseline` for drop and rise rules; `flags`,
+    the run's sanity flags table, for no-flags rules)."""
     frame = with_detection(prepare(results), examples)
+    flag_frame = None if flags is None else prepare_flags(flags)
     base = None
     if baseline is not None:
         base = with_detection(prepare(baseline, "baseline"), baseline_examples)
@@ -321,7 +399,7 @@ def evaluate_rules(
     elif policy.needs_baseline:
         first = next(r for r in policy.rules if r.needs_baseline)
         raise GateInputError(f"rule '{first.label}' compares with a baseline; pass --baseline RUN_DIR")
-    return [_check_rule(rule, frame, base) for rule in policy.rules]
+    return [_check_rule(rule, frame, base, flag_frame) for rule in policy.rules]
 
 
 def check(
@@ -331,10 +409,11 @@ def check(
     examples: pd.DataFrame | None = None,
     baseline: pd.DataFrame | None = None,
     baseline_examples: pd.DataFrame | None = None,
+    flags: pd.DataFrame | None = None,
 ) -> list[Violation]:
     """The rules of `policy` that `results` break (empty: the gate passes)."""
     checked = evaluate_rules(results, policy, examples=examples, baseline=baseline,
-                             baseline_examples=baseline_examples)  # fmt: skip
+                             baseline_examples=baseline_examples, flags=flags)  # fmt: skip
     return violations(checked)
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from robusthyper.errors import UserError
 from robusthyper.gate.check import RuleResult
+from robusthyper.gate.policy import FlagRule
 
 SUITE = "robusthyper gate"
 
@@ -36,7 +37,10 @@ def print_table(checked: Sequence[RuleResult], title: str = "", width: int = 200
         verdict = "[green]pass[/green]" if r.passed else "[bold red]FAIL[/bold red]"
         n = "-" if r.n is None else str(r.n)
         compared = f"{r.rule.bound} {_cell(r.statistic)}"
-        table.add_row(escape(r.name), _cell(r.value), interval, compared, f"{op} {r.threshold:g}", n, verdict)
+        value = _cell(r.value)
+        if isinstance(r.rule, FlagRule):  # a count of sanity flags, which must be 0
+            value, compared = f"{int(r.value)} flag{'s' if r.value != 1 else ''}", "count"
+        table.add_row(escape(r.name), value, interval, compared, f"{op} {r.threshold:g}", n, verdict)
     Console(width=width).print(table)
 
 
@@ -66,7 +70,8 @@ def junit_xml(checked: Sequence[RuleResult], policy_source: str = "", seconds: f
         case = ET.SubElement(suite, "testcase", {"classname": f"robusthyper.gate.{r.rule.model}",
                                                  "name": r.name, "time": "0"})  # fmt: skip
         if not r.passed:
-            failure = ET.SubElement(case, "failure", {"message": r.message(), "type": "threshold"})
+            kind = "sanity-flags" if isinstance(r.rule, FlagRule) else "threshold"
+            failure = ET.SubElement(case, "failure", {"message": r.message(), "type": kind})
             failure.text = json.dumps(r.to_dict(), indent=2, default=str)
         ET.SubElement(case, "system-out").text = r.message()
     ET.indent(root)

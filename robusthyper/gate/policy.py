@@ -24,16 +24,21 @@ a `pyproject.toml`. Every table rejects unknown keys; a mistake ends in one line
                                     # detection_auroc_entropy / _mi, ood_auroc_entropy / _mi, nll, ...
     min = 0.40                      # or max = ..., max_drop = ... (needs --baseline), max_rise = ...
     bound = "lower"                 # compare the Wilson 95% lower bound (default: the point estimate)
+
+    [[rules]]                       # required sanity checks: fail on any flag of robusthyper.sanity
+    type = "no-flags"
+    flags = ["zero-gradients", "square-stronger"]   # optional; default: every kind (FLAG_CODES)
+    models = ["bbh"]                # optional; default: every model
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import tomllib
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
 from robusthyper.config import StrictModel, format_validation_error
 from robusthyper.errors import ConfigError, UserError
@@ -50,6 +55,21 @@ DETECTION_METRICS = ("detection_auroc_entropy", "detection_auroc_mi")
 
 OOD_ATTACK = "ood"
 """The attack label of the sweep's OOD rows (metrics ood_auroc_entropy, ood_auroc_mi; input = the OOD set)."""
+
+FLAG_CODES: tuple[str, ...] = (
+    "non-monotone",
+    "not-near-zero",
+    "iterative-weaker-than-fgsm",
+    "square-stronger",
+    "eot-not-converged",
+    "zero-gradients",
+    "nonfinite-gradients",
+)
+"""Every code a `robusthyper.sanity.Flag` can carry (kept here so that reading a policy needs no torch;
+tests/test_gate.py checks it against sanity.py)."""
+THRESHOLD = "threshold"
+NO_FLAGS = "no-flags"
+RULE_TYPES = (THRESHOLD, NO_FLAGS)
 
 Kind = Literal["min", "max", "max_drop", "max_rise"]
 KINDS: tuple[str, ...] = ("min", "max", "max_drop", "max_rise")
@@ -77,6 +97,8 @@ class Rule(StrictModel):
     every one of them: the worst row is reported.
     """
 
+    type: str = THRESHOLD
+    """'threshold' (the default); 'no-flags' is a `FlagRule`."""
     name: str | None = None
     """Shown in the table and as the JUnit test case name (default: built from the other keys)."""
     model: str
@@ -112,6 +134,13 @@ class Rule(StrictModel):
         if isinstance(data, dict) and "eps" in data:
             data = {**data, "eps": _eps(data["eps"])}
         return data
+
+    @field_validator("type")
+    @classmethod
+    def _known_type(cls, value: str) -> str:
+        if value not in RULE_TYPES:
+            raise ValueError(f"unknown rule type {value!r}; known: {', '.join(RULE_TYPES)}")
+        return value
 
     @field_validator("metric", "model")
     @classmethod
@@ -166,6 +195,70 @@ class Rule(StrictModel):
         return f"{' '.join(where)}: {self.metric}{stat} {op} {self.threshold:g}"
 
 
+class FlagRule(StrictModel):
+    """`type = "no-flags"`: fails when the checked run raised any of `flags` (default: every kind) for any of
+    `models` (default: every model). The flags are the run's sanity flags (`robusthyper.sanity`, written to
+    flags.csv by `robusthyper sweep`, `attack` and the gate's own evaluation): masked or non-finite input
+    gradients, Square beating the gradient attacks, non-monotone curves, unconverged EOT, ..."""
+
+    type: Literal["no-flags"]
+    name: str | None = None
+    """Shown in the table and as the JUnit test case name (default: built from the other keys)."""
+    flags: list[str] | None = Field(None, min_length=1)
+    """Flag codes (`FLAG_CODES`); none: every kind."""
+    models: list[str] | None = Field(None, min_length=1)
+    """Model names; none: every model of the run."""
+
+    @field_validator("flags")
+    @classmethod
+    def _known_flags(cls, value: list[str] | None) -> list[str] | None:
+        unknown = [code for code in value or [] if code not in FLAG_CODES]
+        if unknown:
+            raise ValueError(f"unknown sanity flag {unknown[0]!r}; known: {', '.join(FLAG_CODES)}")
+        return value
+
+    @field_validator("models")
+    @classmethod
+    def _names(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and any(not name.strip() for name in value):
+            raise ValueError("model names must not be empty")
+        return None if value is None else [name.strip() for name in value]
+
+    # What the rules table and the JSON show for this rule: the count of matching flags, which must be 0.
+    kind: ClassVar[str] = "max"
+    metric: ClassVar[str] = "sanity_flags"
+    bound: ClassVar[str] = "estimate"
+    threshold: ClassVar[float] = 0.0
+    needs_baseline: ClassVar[bool] = False
+
+    @property
+    def codes(self) -> tuple[str, ...]:
+        return tuple(self.flags) if self.flags else FLAG_CODES
+
+    @property
+    def model(self) -> str:
+        """For the JUnit test case's class name: the models, or 'sanity' for every model."""
+        return "+".join(self.models) if self.models else "sanity"
+
+    @property
+    def label(self) -> str:
+        if self.name:
+            return self.name
+        what = ", ".join(self.flags) if self.flags else "any kind"
+        where = f" on {', '.join(self.models)}" if self.models else ""
+        return f"no sanity flags ({what}){where}"
+
+
+def _rule_type(value: Any) -> str:
+    kind = value.get("type", THRESHOLD) if isinstance(value, dict) else getattr(value, "type", THRESHOLD)
+    return NO_FLAGS if kind == NO_FLAGS else THRESHOLD
+
+
+AnyRule = Annotated[
+    Annotated[Rule, Tag(THRESHOLD)] | Annotated[FlagRule, Tag(NO_FLAGS)], Discriminator(_rule_type)
+]
+
+
 class Evaluation(StrictModel):
     """What to evaluate when the gate runs the evaluation itself."""
 
@@ -188,7 +281,7 @@ class GatePolicy(StrictModel):
 
     description: str = ""
     evaluate: Evaluation | None = None
-    rules: list[Rule] = Field(min_length=1)
+    rules: list[AnyRule] = Field(min_length=1)
 
     @property
     def needs_baseline(self) -> bool:
@@ -200,10 +293,27 @@ def parse_policy(data: dict[str, Any], source: str) -> GatePolicy:
     try:
         return GatePolicy.model_validate(data)
     except ValidationError as err:
-        message = format_validation_error(err, source)
+        message = format_validation_error(_Untagged(err), source)  # type: ignore[arg-type]
         raise ConfigError(message.replace("[(top level)] ", "")) from None
     except ValueError as err:  # raised by a before-validator (eps parsing)
         raise ConfigError(f"{source}: {err}") from None
+
+
+class _Untagged:
+    """A ValidationError's errors without the rule-type tags pydantic puts in their locations
+    ('rules.0.threshold.treshold' -> 'rules.0.treshold'), for `format_validation_error`."""
+
+    def __init__(self, err: ValidationError) -> None:
+        self._errors = [{**e, "loc": _untag(e["loc"])} for e in err.errors()]
+
+    def errors(self) -> list[dict[str, Any]]:
+        return self._errors
+
+
+def _untag(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    if len(loc) >= 3 and loc[0] == "rules" and isinstance(loc[1], int) and loc[2] in RULE_TYPES:
+        return (*loc[:2], *loc[3:])
+    return loc
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

@@ -20,7 +20,7 @@ import pandas as pd
 
 from robusthyper.errors import UserError
 from robusthyper.gate.check import GateInputError, select
-from robusthyper.gate.policy import DETECTION_METRICS, OOD_ATTACK, Evaluation, GatePolicy
+from robusthyper.gate.policy import DETECTION_METRICS, OOD_ATTACK, Evaluation, FlagRule, GatePolicy
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ OOD_METRICS = ("ood_auroc_entropy", "ood_auroc_mi", "ood_entropy", "ood_mi")
 
 @dataclass
 class Tables:
-    """A run's results (tidy), its per-example table (or None) and where they came from."""
+    """A run's results (tidy), its per-example table and sanity flags (or None) and where they came from."""
 
     results: pd.DataFrame
     examples: pd.DataFrame | None
@@ -40,6 +40,8 @@ class Tables:
     computed: int | None = None
     reused: int | None = None
     page: Path | None = None
+    flags: pd.DataFrame | None = None
+    """The run's flags.csv (`robusthyper.sanity.flags_to_frame`); None when the run has none."""
 
 
 def _read(path: Path) -> pd.DataFrame:
@@ -51,8 +53,22 @@ def _read(path: Path) -> pd.DataFrame:
         ) from None
 
 
+def read_flags(folder: Path) -> pd.DataFrame | None:
+    """A run folder's sanity flags (flags.csv; headers only when the run is clean), or None without one."""
+    from robusthyper import results as run_files
+
+    path = folder / getattr(run_files, "FLAGS_CSV", "flags.csv")
+    if not path.is_file():
+        return None
+    try:
+        return pd.read_csv(path)
+    except Exception as err:  # noqa: BLE001 - an unreadable file is the user's to replace
+        raise UserError(f"cannot read '{path}' ({type(err).__name__}); re-run the evaluation") from None
+
+
 def read_run(path: Path | str, what: str = "--results") -> Tables:
-    """A run folder (results.parquet or .csv, and examples when present) or a results file."""
+    """A run folder (results.parquet or .csv, and examples and flags.csv when present) or a results file
+    (with the flags.csv beside it, if any)."""
     from robusthyper import results as run_files
 
     path = Path(path)
@@ -61,7 +77,7 @@ def read_run(path: Path | str, what: str = "--results") -> Tables:
     if path.is_file():
         if path.suffix not in (".csv", ".parquet"):
             raise UserError(f"{what} '{path}' is not a .csv or .parquet results file, nor a run folder")
-        return Tables(_read(path), None, path)
+        return Tables(_read(path), None, path, flags=read_flags(path.parent))
     meta_path = path / run_files.META
     if meta_path.is_file():
         try:
@@ -86,7 +102,7 @@ def read_run(path: Path | str, what: str = "--results") -> Tables:
         ),
         None,
     )
-    return Tables(_read(found[0]), examples, path)
+    return Tables(_read(found[0]), examples, path, flags=read_flags(path))
 
 
 # ---------------------------------------------------------------------------------------------- evaluating
@@ -125,19 +141,12 @@ def _load_suite(ref: str, overrides: dict[str, Any]) -> list[Any]:
     return load_suite(ref, overrides).specs
 
 
-def _model_name(ref: str) -> str | None:
-    """The name a model gets in the results, when it can be told without loading it."""
-    from robusthyper.evaluate import is_factory_ref
-
-    if is_factory_ref(ref):
-        return ref.partition(":")[2]
-    return ref if "/" not in ref and not Path(ref).exists() else None
-
-
 def precheck(policy: GatePolicy, specs: list[Any]) -> None:
     """Before a long evaluation, fail on a rule that names a model, attack or eps the evaluation lacks."""
+    from robusthyper.loading import result_name
+
     assert policy.evaluate is not None
-    names = [_model_name(ref) for ref in policy.evaluate.models]
+    names = [result_name(ref) for ref in policy.evaluate.models]
     rows = []
     for spec in specs:
         for name in names:
@@ -156,6 +165,12 @@ def precheck(policy: GatePolicy, specs: list[Any]) -> None:
                   "value": 0.0} for name in names for m in OOD_METRICS]  # fmt: skip
     planned = pd.DataFrame(rows)
     for rule in policy.rules:
+        if isinstance(rule, FlagRule):
+            missing = [] if None in names else [m for m in rule.models or [] if m not in names]
+            if missing:
+                raise GateInputError(f"rule '{rule.label}': model '{missing[0]}' is not in the policy's "
+                                     f"[evaluate] section; models there: {', '.join(map(str, names))}")  # fmt: skip
+            continue
         if None in names and rule.model not in names:
             continue  # a checkpoint path: its name is known only once it is loaded
         ood = rule.metric in OOD_METRICS or rule.attack == OOD_ATTACK
@@ -209,9 +224,10 @@ def evaluate(
     done = run_sweep(run_dir, ev.models, specs, dataset=ev.dataset, store=store, data_dir=data_dir, n=ev.n,
                      batch_size=ev.batch_size, device=device, resume=True, progress=False if quiet else None,
                      ood=ev.ood, report=report, meta={"gate_policy": source})  # fmt: skip
-    page = getattr(done, "page", None)
-    return Tables(done.results, getattr(done, "examples", None), Path(getattr(done, "run_dir", run_dir)),
-                  _count(done, "computed"), _count(done, "reused"), None if page is None else Path(page))  # fmt: skip
+    page = getattr(done, "report", None)
+    folder = Path(getattr(done, "run_dir", run_dir))
+    return Tables(done.results, getattr(done, "examples", None), folder, _count(done, "computed"),
+                  _count(done, "reused"), None if page is None else Path(page), read_flags(folder))  # fmt: skip
 
 
 def _count(done: Any, name: str) -> int | None:

@@ -3,7 +3,11 @@
 One self-contained page (images embedded as data URIs, inline CSS, no script, no network) rendered from a
 jinja2 template with autoescaping: robust accuracy, entropy and mutual information, and detection AUROC vs
 eps, a reliability diagram per model, the worst case over attacks, the numbers, every setting and seed,
-the environment (meta.json) and any warnings, with the run's sanity flags (flags.csv) at the top. The figures are also written as PNG and SVG beside the page.
+the environment (meta.json) and any warnings, with the run's sanity flags (flags.csv) at the top. Where the
+run holds them, three sections of honest evaluation follow the worst case: EOT convergence (robust accuracy
+vs K_attack), detection-aware robustness (plain vs adaptive PGD against an MI or entropy detector at 5% false
+positives) and the papers' protocols beside the strong protocol. The figures are also written as PNG and SVG
+beside the page.
 
 Everything is computed and rendered in memory first; files are then written under temporary names and
 renamed, `index.html` last, so a failure never leaves a half-written page. Bad input (a missing folder, no
@@ -15,9 +19,17 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from robusthyper.errors import UserError
+
+if TYPE_CHECKING:  # the CLI imports this package; pandas and matplotlib load only when a page is built
+    import pandas as pd
+
+    from robusthyper.report.html import Section, Table
+    from robusthyper.report.plots import Plot
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +71,24 @@ def _write_atomic(path: Path, payload: bytes) -> None:
         raise
 
 
+def _drop_flag_duplicates(warnings: list[str], flags: pd.DataFrame | None) -> list[str]:
+    """The run's recorded warnings without those that repeat a sanity flag shown in the flags table (a
+    sweep records every flag in meta.json's `warnings` too; the page shows each once, in the table)."""
+    if flags is None or flags.empty:
+        return warnings
+    messages = [str(m) for m in flags["message"].dropna() if str(m)]
+    return [w for w in warnings if not any(m in w for m in messages)]
+
+
 def build(run_dir: Path | str, out: Path | str | None = None, *, title: str | None = None) -> Path:
     """Write the report of the run in `run_dir` and return the path of its `index.html`.
 
     `out`: the page's path (a folder means `<folder>/index.html`); default `<run_dir>/index.html`.
     The figures go to `figures/` beside the page as `<name>.png` and `<name>.svg`.
+
+    The per-eps figures (robust accuracy, entropy and MI, detection AUROC) draw `data.main_grid`: the
+    papers' protocols and the single-eps points of an EOT study have their own sections instead, so that a
+    weak protocol is never read as a robustness curve and the figures keep one panel per attack.
     """
     from robusthyper.report import data as d
     from robusthyper.report import html, plots
@@ -74,49 +99,93 @@ def build(run_dir: Path | str, out: Path | str | None = None, *, title: str | No
     models = d.models(run.results)
     colors = plots.palette(models)
     results, ood = d.split_ood(run.results)
+    main = d.main_grid(results)
     meta = run.meta
+    flags = d.sanity_flags(run)
     recorded = meta.get("warnings")  # warnings the run itself recorded (e.g. a non-monotone accuracy curve)
     if isinstance(recorded, list):
-        run.warnings[:0] = [str(w) for w in recorded]
+        run.warnings[:0] = _drop_flag_duplicates([str(w) for w in recorded], flags)
 
-    flags = d.sanity_flags(run)
-    worst = d.worst_case(results)
-    drawn = [plots.robust_accuracy(results, colors), plots.worst_case(worst, colors),
-             plots.uncertainty(results, colors)]  # fmt: skip
-    figures = [plot for plot in drawn if plot is not None]
-    detection = None
+    examples = main_examples = None
     if run.examples is not None:
-        detection = d.detection(run.examples, results)
-        plot = plots.detection(detection, results, colors)
+        examples, notes = d.with_k_attack(run.examples, results)
+        for note in notes:
+            run.warn(note)
+        main_examples = d.main_examples(examples, results)
+
+    sections: list[Section] = []
+
+    def add(
+        section_id: str,
+        heading: str,
+        plot: Plot | None = None,
+        tables: Sequence[Table] = (),
+        paragraphs: Sequence[str] = (),
+    ) -> None:
+        figures = [plot] if plot is not None else []
+        sections.append(html.Section(section_id, heading, list(paragraphs), figures, list(tables)))
+
+    plot = plots.robust_accuracy(main, colors)
+    if plot is None:
+        run.warn("the results hold no adversarial accuracy rows: the robust accuracy plot is skipped")
+    else:
+        add("robust_accuracy", plot.title, plot)
+    worst = d.worst_case(results)
+    plot = plots.worst_case(worst, colors)
+    if plot is not None or not worst.empty:
+        add("worst_case", "Worst case over attacks", plot,
+            [html.Table("", worst.rename(columns={d.VALUE: "robust accuracy"}))])  # fmt: skip
+
+    study = d.eot_study(results)
+    if not study.empty:
+        plot = plots.eot_convergence(study, colors)
+        add(
+            "eot_convergence", "EOT convergence", plot, [html.Table("", d.eot_table(study))], _eot_text(study)
+        )
+    if examples is not None:
+        aware = d.detection_aware(examples)
+        if not aware.empty:
+            plot = plots.detection_aware(aware, colors)
+            table = html.Table("", d.detection_aware_table(aware))
+            add("detection_aware", "Detection-aware robustness", plot, [table], _detection_text(meta))
+    paper = d.paper_vs_strong(results)
+    if not paper.empty:
+        plot = plots.paper_vs_strong(paper, worst, colors)
+        table = html.Table("", d.paper_table(paper))
+        add("paper_vs_strong", "Papers' protocols vs the strong protocol", plot, [table], _paper_text(paper))
+
+    plot = plots.uncertainty(main, colors)
+    if plot is not None:
+        add(plot.name, plot.title, plot)
+    if main_examples is not None:
+        detection = d.detection(main_examples, main)
+        plot = plots.detection(detection, main, colors)
         if plot is None:
             run.warn("no adversarial examples with ε > 0: the detection AUROC plot is skipped")
-        else:
-            figures.append(plot)
-        plot = plots.reliability(run.examples, models, colors)
+        tables: list[Table] = []
+        if not detection.empty:
+            wide = detection.pivot_table(index=[c for c in detection.columns if c not in
+                                                ("score", "subset", d.VALUE, "n_positive")],
+                                         columns=["score", "subset"], values=d.VALUE, sort=False)  # fmt: skip
+            wide.columns = [f"AUROC {score} ({subset})" for score, subset in wide.columns]
+            tables.append(html.Table("", wide.reset_index().rename(columns={"panel": "attack"})))
+        if plot is not None or tables:
+            add("detection_auroc", "Adversarial detection AUROC", plot, tables)
+        plot = plots.reliability(main_examples, models, colors)
         if plot is not None:
-            figures.append(plot)
-            if d.CLEAN_CONFIDENCE not in run.examples.columns:
+            add(plot.name, plot.title, plot)
+            if d.CLEAN_CONFIDENCE not in main_examples.columns:
                 run.warn(
                     f"the per-example table has no '{d.CLEAN_CONFIDENCE}' column: the reliability panels "
                     "show accuracy per entropy bin, not per confidence bin"
                 )
     plot = plots.ood(ood, colors)
-    if plot is not None:
-        figures.append(plot)
-    if not any(p.name == "robust_accuracy" for p in figures):
-        run.warn("the results hold no adversarial accuracy rows: the robust accuracy plot is skipped")
-
-    tables = {"Worst case over attacks": worst.rename(columns={d.VALUE: "robust accuracy"})}
-    if detection is not None and not detection.empty:
-        wide = detection.pivot_table(index=[c for c in detection.columns if c not in
-                                            ("score", "subset", d.VALUE, "n_positive")],
-                                     columns=["score", "subset"], values=d.VALUE, sort=False)  # fmt: skip
-        wide.columns = [f"AUROC {score} ({subset})" for score, subset in wide.columns]
-        tables["Detection AUROC"] = wide.reset_index().rename(columns={"panel": "attack"})
-    if not ood.empty:
-        tables["Out-of-distribution detection"] = d.ood_table(ood)
-    tables["Numbers"] = d.numbers(results)
-    tables["Settings"] = d.settings(results)
+    if plot is not None or not ood.empty:
+        name = plot.title if plot is not None else "Out-of-distribution detection"
+        add("ood_auroc", name, plot, [html.Table("", d.ood_table(ood))])
+    add("numbers", "Numbers", None, [html.Table("", d.numbers(results))])
+    add("settings", "Settings", None, [html.Table("", d.settings(results))])
+    figures = [f for section in sections for f in section.figures]
 
     summary = [("models", ", ".join(models)), ("attacks", ", ".join(dict.fromkeys(results[d.ATTACK])))]
     for key in ("dataset", "n"):
@@ -134,9 +203,8 @@ def build(run_dir: Path | str, out: Path | str | None = None, *, title: str | No
     text = html.render(
         title=title or f"robusthyper report: {meta.get('run_id', run_dir.name)}",
         run={"folder": str(run_dir), "summary": summary},
-        plots=figures,
-        tables=tables,
-        meta=meta,
+        sections=sections,
+        meta=_environment(meta),
         seeds=d.seeds(results, meta),
         warnings=run.warnings,
         files=files,
@@ -158,3 +226,77 @@ def build(run_dir: Path | str, out: Path | str | None = None, *, title: str | No
         ) from None
     log.info("wrote %s", page)
     return page
+
+
+def _environment(meta: dict[str, Any]) -> dict[str, Any]:
+    """meta.json for the environment table, its `warnings` replaced by a pointer: they are shown once, in
+    the sanity flags and the warnings above."""
+    if "warnings" not in meta:
+        return meta
+    count = len(meta["warnings"]) if isinstance(meta["warnings"], list) else "some"
+    return {**meta, "warnings": f"{count} recorded: see Sanity flags and Warnings at the top"}
+
+
+def _eot_text(study: pd.DataFrame) -> list[str]:
+    from robusthyper.report import data as d
+
+    eot = ", ".join(str(v) for v in dict.fromkeys(study[d.EOT].dropna())) if d.EOT in study else ""
+    mode = f" (EOT mode: {eot})" if eot else ""
+    return [
+        f"Robust accuracy of the same attack at the same ε as K_attack, the number of posterior samples "
+        f"averaged per attack step{mode}, grows. If it still falls as K_attack grows, the attack's gradient "
+        "estimate was too noisy at the smaller K and the numbers computed at that K overstate robustness: "
+        "raise K_attack until doubling it no longer lowers robust accuracy (METHODS.md §4; the "
+        "eot-not-converged flag checks the two largest K). A curve that is flat within its error bars means "
+        "EOT has converged.",
+        "The table gives robust accuracy per K_attack, the change from the smallest to the largest K, and "
+        "the change at the last step (the convergence check).",
+    ]
+
+
+def _detection_text(meta: dict[str, Any]) -> list[str]:
+    specs = [s for s in meta.get("specs", []) if isinstance(s, dict) and s.get("attack") == "pgd-adaptive"]
+    settings = sorted({(s.get("detection_weight"), s.get("detection_score")) for s in specs}, key=str)
+    how = "; ".join(f"λ = {w:g}, score {sc.upper() if sc == 'mi' else sc}" for w, sc in settings
+                    if isinstance(w, int | float) and isinstance(sc, str))  # fmt: skip
+    how = f" ({how})" if how else ""
+    return [
+        "A defender who flags inputs whose mutual information (MI) or predictive entropy exceeds a threshold, "
+        "set so that 5% of clean inputs are flagged, defends an example when its adversarial version is "
+        "classified correctly or flagged. The table gives robust accuracy, this detection-aware robust "
+        "accuracy and the share of adversarial inputs flagged, for each detection score.",
+        "Plain PGD ignores the detector; the adaptive PGD (pgd-adaptive: maximise CE − λ · score"
+        f"{how}) also lowers the score, as an attacker who knows about the detector would. The difference "
+        "adaptive − PGD shows what the detection is worth against that attacker: a large negative "
+        "difference means it only stops attacks that ignore it. The adaptive attack runs plain PGD until an "
+        "input is misclassified and only then lowers its score, keeping the misclassified iterate with the "
+        "lowest score. The figure to quote is 'worst of both': an example counts as defended only when it "
+        "is defended against both attacks, since an attacker uses whichever works on that input. Plain PGD "
+        "is taken at the adaptive attack's K_attack (or the nearest one recorded) and number of steps where "
+        "the run has them.",
+    ]
+
+
+def _paper_text(paper: pd.DataFrame) -> list[str]:
+    from robusthyper.report import data as d
+
+    missing = sorted({float(e) for e in paper[paper["strong"].isna()][d.EPS]})
+    text = [
+        "Robust accuracy under each paper's own protocol beside the strong protocol's at the same model and "
+        "ε. The strong number is the per-example worst case over every strong attack the run recorded at "
+        "that ε (an example counts as robust only if it survives all of them; where the run recorded no "
+        "per-example worst case, the lowest accuracy of any strong attack): it is the robust accuracy this "
+        "report stands behind, so the difference paper − strong is how much the weak protocol overstates "
+        "robustness. The papers' protocols run unclipped (inputs may leave [0, 1]) from single-sample "
+        "gradients (BHN) or the mean of 100 single-sample gradient signs (BbH); they never enter the worst "
+        "case and are kept out of the robust-accuracy figure.",
+        "A negative difference means the paper's protocol broke more examples than the strong one, usually "
+        "because its unclipped inputs leave [0, 1]: extra power outside the threat model, not a stronger "
+        "attack within it.",
+    ]
+    if missing:
+        text.append(
+            "No strong attack ran at ε = " + ", ".join(f"{e:g}" for e in missing) + ": those rows have no "
+            "strong value."
+        )
+    return text

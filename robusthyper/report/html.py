@@ -11,6 +11,7 @@ import base64
 import json
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
@@ -20,6 +21,26 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from robusthyper.report.plots import Plot
 
 TEMPLATE = "report.html.j2"
+
+
+@dataclass
+class Table:
+    """A table of a section: an optional sub-heading and its frame (shown only when not empty)."""
+
+    title: str
+    frame: pd.DataFrame
+
+
+@dataclass
+class Section:
+    """One section of the page, listed once in the navigation: a heading (`id` is its anchor), paragraphs
+    of text, figures and tables, in that order. Everything in it is escaped by the template."""
+
+    id: str
+    title: str
+    paragraphs: list[str] = field(default_factory=list)
+    figures: list[Plot] = field(default_factory=list)
+    tables: list[Table] = field(default_factory=list)
 
 
 def _environment() -> Environment:
@@ -67,26 +88,30 @@ def render(
     *,
     title: str,
     run: dict[str, Any],
-    plots: Sequence[Plot],
-    tables: dict[str, pd.DataFrame],
+    sections: Sequence[Section],
     meta: dict[str, Any],
     seeds: Sequence[str],
     warnings: Sequence[str],
     files: Sequence[str],
     flags: pd.DataFrame | None = None,
 ) -> str:
-    """The page. `flags`: the sanity flags' table (empty: a clean bill; None: the run recorded none)."""
-    figures = [
-        {"name": p.name, "title": p.title, "caption": p.caption, "src": data_uri(p.png)} for p in plots
-    ]
+    """The page. `flags`: the sanity flags' table (empty: a clean bill; None: the run recorded none).
+    Sections without a figure or a non-empty table are left out (and out of the navigation)."""
+    shown = []
+    for section in sections:
+        figures = [{"name": p.name, "title": p.title, "caption": p.caption, "src": data_uri(p.png)}
+                   for p in section.figures]  # fmt: skip
+        tables = [{"title": t.title, **table(t.frame)} for t in section.tables if not t.frame.empty]
+        if figures or tables:
+            shown.append({"id": section.id, "title": section.title, "paragraphs": list(section.paragraphs),
+                          "figures": figures, "tables": tables})  # fmt: skip
     return (
         _environment()
         .get_template(TEMPLATE)
         .render(
             title=title,
             run=run,
-            figures=figures,
-            tables={name: table(frame) for name, frame in tables.items() if not frame.empty},
+            sections=shown,
             environment=environment_rows(meta),
             seeds=list(seeds),
             warnings=list(warnings),

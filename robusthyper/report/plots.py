@@ -2,7 +2,9 @@
 
 Figures are built with `matplotlib.figure.Figure` and an explicit `FigureCanvasAgg`, never through pyplot:
 the report neither switches the caller's backend (a notebook keeps its own) nor leaves figures open in
-pyplot's global registry. Every model keeps one colour across all figures.
+pyplot's global registry. Every model keeps one colour across all figures. Every figure labels its axes,
+titles its panels and has a legend; error bars, where drawn (EOT convergence), are Wilson 95% intervals
+over the evaluated examples.
 """
 
 from __future__ import annotations
@@ -100,6 +102,11 @@ def _lines(ax: Any, frame: pd.DataFrame, colors: dict[str, Any], **kwargs: Any) 
 
 
 def robust_accuracy(results: pd.DataFrame, colors: dict[str, Any]) -> Plot | None:
+    """Robust accuracy vs eps, one panel per attack. `build` passes `data.main_grid`: the papers' protocols
+    are left out rather than drawn dashed, because a panel of their own beside PGD's would still read as
+    one more robustness curve (and a high one); `paper_vs_strong` draws them against the strong protocol,
+    where the gap is the point. The single-eps K_attack points of an EOT study are left out too
+    (`eot_convergence` draws them against K)."""
     frame = d.per_eps(results, d.ACCURACY)
     if frame.empty:
         return None
@@ -227,3 +234,103 @@ def ood(frame: pd.DataFrame, colors: dict[str, Any]) -> Plot | None:
     return _finish(fig, axes, len(sets), "ood_auroc", "Out-of-distribution detection AUROC",
                    "Clean test inputs (negative) vs out-of-distribution inputs (positive), scored by predictive "
                    "entropy and by mutual information; 0.5 (dotted) is chance.")  # fmt: skip
+
+
+def _k_axis(ax: Any, ks: Sequence[float]) -> None:
+    from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
+
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(FixedLocator(sorted(set(ks))))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.set_xlabel("K_attack: posterior samples per attack step (log scale)")
+    ax.set_ylabel("robust accuracy")
+    ax.grid(True, alpha=0.3)
+
+
+def eot_convergence(study: pd.DataFrame, colors: dict[str, Any]) -> Plot | None:
+    """Robust accuracy vs K_attack (log x) per model, with Wilson 95% error bars, one panel per (attack,
+    eps). A model with a single K there (a deterministic net) is a dashed horizontal reference line."""
+    if study.empty:
+        return None
+    panels = list(dict.fromkeys(study["panel"]))
+    fig, axes = _figure(len(panels))
+    for ax, panel in zip(axes.ravel(), panels, strict=False):
+        part = study[study["panel"] == panel]
+        ks = part[d.K_ATTACK].astype(float)
+        for model in [m for m in colors if m in set(part[d.MODEL])]:
+            rows = part[part[d.MODEL] == model].sort_values(d.K_ATTACK)
+            color = colors[model]
+            if len(rows) < 2:
+                value = float(rows[d.VALUE].iloc[0])
+                k = rows[d.K_ATTACK].iloc[0]
+                ax.axhline(value, color=color, ls="--", lw=1.2, label=f"{model} (one K_attack: {d._fmt(k)})")
+                continue
+            x, y = rows[d.K_ATTACK].astype(float).to_numpy(), rows[d.VALUE].to_numpy(dtype=float)
+            lo, hi = rows["lo"].to_numpy(dtype=float), rows["hi"].to_numpy(dtype=float)
+            yerr = np.vstack([np.clip(y - lo, 0, None), np.clip(hi - y, 0, None)])
+            has_err = np.isfinite(yerr).all()
+            ax.errorbar(x, y, yerr=yerr if has_err else None, color=color, marker="o", capsize=3, lw=1.6,
+                        label=model)  # fmt: skip
+        _k_axis(ax, ks.tolist())
+        low = np.nanmin(np.r_[part[d.VALUE].to_numpy(dtype=float), part["lo"].to_numpy(dtype=float)])
+        high = np.nanmax(np.r_[part[d.VALUE].to_numpy(dtype=float), part["hi"].to_numpy(dtype=float)])
+        ax.set_ylim(max(-0.02, low - 0.05), min(1.02, high + 0.05))
+        ax.set_title(panel)
+    return _finish(fig, axes, len(panels), "eot_convergence", "Robust accuracy vs K_attack",
+                   "Robust accuracy over all evaluated examples as the number of posterior samples averaged "
+                   "per attack step (EOT) grows; error bars are Wilson 95% intervals over the n examples. "
+                   "A dashed line is a model attacked with one K_attack only (a deterministic net, whose "
+                   "samples are all the same).", legend_title="model")  # fmt: skip
+
+
+KIND_LABELS = {"pgd": "PGD (non-adaptive)", "adaptive": "adaptive PGD (lowers the score)",
+               "worst": "worst of both, per example"}  # fmt: skip
+
+
+def detection_aware(frame: pd.DataFrame, colors: dict[str, Any]) -> Plot | None:
+    """Detection-aware robust accuracy vs eps, one panel per detection score: per model, plain PGD solid
+    and the adaptive attack dashed."""
+    if frame.empty:
+        return None
+    frame = frame.assign(attack=frame["kind"].map(KIND_LABELS))
+    scores = [s for s in ("MI", "entropy") if s in set(frame["score"])]
+    fig, axes = _figure(len(scores))
+    for ax, score in zip(axes.ravel(), scores, strict=False):
+        part = frame[frame["score"] == score].rename(columns={"detection_aware_acc": d.VALUE})
+        _lines(ax, part, colors, style="attack",
+               style_order=[k for k in KIND_LABELS.values() if k in set(part["attack"])])  # fmt: skip
+        ax.set_title(f"{score} detector, 5% false positives")
+        _eps_axis(ax, "detection-aware robust accuracy")
+    return _finish(fig, axes, len(scores), "detection_aware", "Detection-aware robust accuracy vs ε",
+                   "An example counts as defended when its adversarial version is classified correctly or "
+                   "flagged (its score above the threshold that flags 5% of clean inputs), against plain PGD "
+                   "(ignores the detector), adaptive PGD (also lowers the score) and, per example, the "
+                   "worst of the two.")  # fmt: skip
+
+
+def paper_vs_strong(frame: pd.DataFrame, worst: pd.DataFrame, colors: dict[str, Any]) -> Plot | None:
+    """Robust accuracy vs eps under each paper protocol (dashed, `data.paper_vs_strong`) and under the
+    strong protocol (solid: `data.worst_case`, the per-example worst case over the strong attacks, over the
+    run's whole eps grid), one panel per paper protocol, per model."""
+    if frame.empty:
+        return None
+    strong_label, paper_label = "strong protocol (worst case)", "paper protocol"
+    protocols = list(dict.fromkeys(frame["protocol"]))
+    strong = worst[worst[d.MODEL].isin(set(frame[d.MODEL])) & worst[d.NORM].isin(set(frame[d.NORM]))]
+    fig, axes = _figure(len(protocols))
+    for ax, protocol in zip(axes.ravel(), protocols, strict=False):
+        part = frame[frame["protocol"] == protocol]
+        long = pd.concat([part.assign(evaluation=paper_label, **{d.VALUE: part["paper"]}),
+                          strong.assign(evaluation=strong_label)], ignore_index=True)  # fmt: skip
+        long = long.dropna(subset=[d.VALUE])
+        _lines(ax, long, colors, style="evaluation",
+               style_order=[s for s in (strong_label, paper_label) if s in set(long["evaluation"])])  # fmt: skip
+        attacks = ", ".join(dict.fromkeys(part[d.ATTACK]))
+        ax.set_title(f"{attacks} vs the strong protocol")
+        _eps_axis(ax, "robust accuracy")
+    return _finish(fig, axes, len(protocols), "paper_vs_strong", "Papers' protocols vs the strong protocol",
+                   "Dashed: robust accuracy under the paper's own protocol (unclipped, single-sample "
+                   "gradients); solid: under the strong protocol (per example, the worst case over every "
+                   "strong attack at that ε; at ε = 0 clean accuracy). The gap is how much the paper's "
+                   "protocol overstates robustness.")  # fmt: skip

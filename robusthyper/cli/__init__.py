@@ -1,0 +1,36 @@
+"""The `robusthyper` command line: thin typer commands over library functions, one module per command.
+
+Only typer and the standard library are imported at module level (here and in every command module); torch,
+ART and pandas are imported inside the commands, so `robusthyper --help` answers at once. A `UserError` ends
+in one line on stderr and exit 2 (`common.user_errors`).
+"""
+
+from __future__ import annotations
+
+import typer
+
+from robusthyper.cli import attack as _attack
+from robusthyper.cli import data as _data
+from robusthyper.cli import gate as _gate
+from robusthyper.cli import models as _models
+from robusthyper.cli import report as _report
+from robusthyper.cli import sweep as _sweep
+from robusthyper.cli import train as _train
+from robusthyper.cli.common import resolve_device, user_errors
+
+app = typer.Typer(
+    help="Honest adversarial-robustness and uncertainty evaluation of Bayesian neural networks.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(_data.data_app, name="data")
+for _command in (_train.train, _models.models, _attack.attack, _report.report, _gate.gate, _sweep.sweep):
+    app.command()(_command)
+
+
+def main() -> None:
+    app()
+
+
+__all__ = ["app", "main", "resolve_device", "user_errors"]

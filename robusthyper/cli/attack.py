@@ -1,0 +1,212 @@
+"""`robusthyper attack`: attack models with EOT, print a table, write reports/<run-id>/ with its sanity flags."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from robusthyper.cli.common import (
+    DataDirOpt,
+    DatasetOpt,
+    DeviceOpt,
+    QuietOpt,
+    StoreOpt,
+    resolve_device,
+    setup_logging,
+    user_errors,
+)
+from robusthyper.errors import UserError
+
+
+@user_errors
+def attack(
+    model: Annotated[
+        list[str],
+        typer.Option(
+            "--model",
+            "-m",
+            help="A recipe name (its latest checkpoint in the store), a checkpoint folder, or "
+            "module:factory returning a Posterior or a stochastic nn.Module. Repeatable.",
+        ),
+    ],
+    attack_name: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--attack",
+            "-a",
+            help="fgsm, pgd, apgd-ce, apgd-dlr, square, or a preset (attacks/<name>.toml or a path). "
+            "Repeatable; several attacks also give the worst case per example. Default: pgd.",
+            show_default=False,
+        ),
+    ] = None,
+    eps: Annotated[
+        list[str] | None,
+        typer.Option("--eps", help="Perturbation budget, e.g. 0.1 or 8/255. Repeatable.", show_default=False),
+    ] = None,
+    norm: Annotated[
+        str | None, typer.Option("--norm", help="linf (default) or l2.", show_default=False)
+    ] = None,
+    steps: Annotated[
+        int | None,
+        typer.Option(
+            "--steps", help="Iterations (queries for square); default per attack.", show_default=False
+        ),
+    ] = None,
+    step_size: Annotated[
+        float | None,
+        typer.Option(
+            "--step-size", help="Step size; default eps/4 for pgd, 2 eps for apgd.", show_default=False
+        ),
+    ] = None,
+    restarts: Annotated[
+        int | None, typer.Option("--restarts", help="Independent runs; worst case kept.", show_default=False)
+    ] = None,
+    random_init: Annotated[
+        bool | None,
+        typer.Option(
+            "--random-init/--no-random-init", help="Random start in the eps-ball.", show_default=False
+        ),
+    ] = None,
+    eot: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--eot", help="EOT estimator: bma (default) or mean-loss. Repeatable.", show_default=False
+        ),
+    ] = None,
+    k_attack: Annotated[
+        list[int] | None,
+        typer.Option(
+            "--k-attack",
+            help="Posterior samples per attack step (default 20). Repeatable: one run per value.",
+            show_default=False,
+        ),
+    ] = None,
+    k_eval: Annotated[
+        int | None,
+        typer.Option("--k-eval", help="Posterior samples for evaluation (default 100).", show_default=False),
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option("--seed", help="Seed of the run (default 0).", show_default=False)
+    ] = None,
+    n: Annotated[int, typer.Option("--n", help="Test examples evaluated (the first n).")] = 1000,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Examples per attack batch.")] = 128,
+    device: DeviceOpt = "auto",
+    store: StoreOpt = None,
+    data_dir: DataDirOpt = None,
+    dataset: DatasetOpt = None,
+    train_missing: Annotated[
+        bool, typer.Option("--train", help="Train a recipe whose checkpoint is missing, then attack it.")
+    ] = False,
+    out: Annotated[Path, typer.Option("--out", help="Folder for reports/<run-id>/.")] = Path("reports"),
+    run_id: Annotated[
+        str | None,
+        typer.Option("--run-id", help="Report folder name (default: a UTC timestamp).", show_default=False),
+    ] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Attack models with EOT and print clean and robust accuracy, NLL, entropy and mutual information."""
+    import time
+
+    setup_logging(quiet, "art")  # ART logs every batch's success rate at INFO
+    started = time.perf_counter()
+    # 1. Specs (cheap, and bad input must fail before anything is loaded or written).
+    specs = _specs(attack_name, eps, k_attack, eot, {"norm": norm, "steps": steps, "step_size": step_size,
+                   "restarts": restarts, "random_init": random_init, "k_eval": k_eval, "seed": seed})  # fmt: skip
+    if n <= 0:
+        raise UserError(f"--n {n} must be positive")
+    if batch_size <= 0:
+        raise UserError(f"--batch-size {batch_size} must be positive")
+    device_name = resolve_device(device)
+
+    # 2. Models and data (the sweep's loader: recipe names, checkpoint folders, module:factory, --train).
+    import torch
+
+    from robusthyper import sanity
+    from robusthyper.data import load_dataset
+    from robusthyper.evaluate import run, summary
+    from robusthyper.loading import load_models
+    from robusthyper.results import writable_root, write_report
+    from robusthyper.sweep import probe_gradients, sanity_flags
+
+    loaded = load_models(model, store=store, data_dir=data_dir, device=device_name, dataset=dataset,
+                         train_missing=train_missing, quiet=quiet)  # fmt: skip
+    data = load_dataset(loaded.dataset, data_dir)
+    if n > len(data.test):
+        raise UserError(f"--n {n} is larger than the {loaded.dataset} test set ({len(data.test)} examples)")
+    if run_id is not None and (out / run_id).exists():
+        raise UserError(f"report folder '{out / run_id}' already exists; pass another --run-id")
+    writable_root(out)  # fail before the long run, not after it
+
+    # 3. Run: the gradient probe first (a fully masked model is evaluated all the same, and flagged).
+    health = probe_gradients(loaded.models, data.test, n, specs[0])
+    torch.manual_seed(specs[0].seed)
+    evaluation = run(loaded.models, specs, data.test, dataset=loaded.dataset, n=n, batch_size=batch_size,
+                     progress=False if quiet else None, gradient_check=False)  # fmt: skip
+    found = sanity_flags(evaluation.results, evaluation.examples, loaded.models, health, loaded.dataset,
+                         specs[0])  # fmt: skip
+    warnings = [str(flag) for flag in found]
+
+    # 4. Write (meta.json carries the flags as warnings; flags.csv beside the results), print.
+    seconds = time.perf_counter() - started
+    meta = {"command": "attack", "argv": sys.argv[1:], "device": device_name,
+            "device_name": torch.cuda.get_device_name() if device_name == "cuda" else "cpu",
+            "torch_threads": torch.get_num_threads(), "seconds": seconds, "models": loaded.meta,
+            "data_source": data.source, **evaluation.settings, "gradient_health": health,
+            "flags": len(found), "warnings": warnings}  # fmt: skip
+    folder = write_report(
+        evaluation.results, meta, out, run_id, evaluation.examples, flags=sanity.flags_to_frame(found)
+    )
+    if not quiet:
+        _print_table(summary(evaluation.results), f"{loaded.dataset}, n={n}")
+    for message in warnings:
+        typer.echo(message, err=True)
+    typer.echo(f"wrote {folder} in {seconds:.1f} s")
+
+
+def _specs(
+    refs: list[str] | None,
+    eps: list[str] | None,
+    k_attack: list[int] | None,
+    eot: list[str] | None,
+    options: dict[str, Any],
+) -> list[Any]:
+    """The AttackSpecs of the command line: every attack (a name or a preset) for every K_attack and EOT
+    mode, with the options that were given."""
+    from robusthyper.attacks import AttackName, available_presets, expand, load_preset
+    from robusthyper.attacks.presets import is_preset_ref
+    from robusthyper.attacks.spec import applicable
+
+    common: dict[str, Any] = {k: v for k, v in options.items() if v is not None}
+    if eps:
+        common["eps"] = list(eps)
+    specs = []
+    known = [a.value for a in AttackName]
+    for ref in refs or ["pgd"]:
+        if ref.lower() not in known and not is_preset_ref(ref):
+            raise UserError(
+                f"unknown attack '{ref}'; known: {', '.join(known)}; presets: {', '.join(available_presets())}"
+            )
+        for k_value in k_attack or [None]:
+            for eot_value in eot or [None]:
+                extra = {"k_attack": k_value, "eot": eot_value}
+                overrides = {**common, **{k: v for k, v in extra.items() if v is not None}}
+                if ref.lower() in known:
+                    specs += expand({"attack": ref.lower(), **applicable(ref, overrides)}, "command line")
+                else:
+                    specs += load_preset(ref, overrides)
+    return specs
+
+
+def _print_table(wide: Any, title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in wide.columns:
+        table.add_column(column, justify="left" if column in ("model", "attack", "norm", "eot") else "right")
+    for row in wide.itertuples(index=False):
+        table.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row))
+    Console(width=220).print(table)

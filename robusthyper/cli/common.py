@@ -1,0 +1,87 @@
+"""What every command shares: option types, the `UserError` wrapper, device resolution, logging setup.
+
+Only typer and the standard library are imported here (see `robusthyper.cli`)."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from robusthyper.errors import UserError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+StoreOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--store", help="Model store folder (default: ./models, or $ROBUSTHYPER_STORE).", show_default=False
+    ),
+]
+DataDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir",
+        help="Folder with torchvision datasets (default: ./data, or $ROBUSTHYPER_DATA_DIR).",
+        show_default=False,
+    ),
+]
+DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda, or auto (cuda when available).")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or log lines.")]
+DatasetOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--dataset",
+        help="Dataset for module:factory models (default mnist5k); checkpoints use their own.",
+        show_default=False,
+    ),
+]
+
+
+def fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def user_errors(fn: F) -> F:
+    """Turn a `UserError` into one line on stderr and exit code 2 (no traceback)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except UserError as err:
+            fail(str(err))
+        except KeyboardInterrupt:
+            typer.echo("interrupted", err=True)
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device not in ("cpu", "cuda"):
+        raise UserError(f"--device '{device}' is not one of cpu, cuda, auto")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda but no CUDA device is available; use --device cpu or auto")
+    return device
+
+
+def setup_logging(quiet: bool, *quiet_loggers: str) -> None:
+    """Per-epoch log lines for logs (CI, files); on a terminal the progress bar shows the same figures.
+    Warnings always show. `quiet_loggers` (e.g. 'art', which logs every batch at INFO) stay at WARNING."""
+    verbose = not quiet and not sys.stderr.isatty()
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(message)s", stream=sys.stderr
+    )
+    for name in quiet_loggers:
+        logging.getLogger(name).setLevel(logging.WARNING)
