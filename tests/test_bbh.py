@@ -159,3 +159,13 @@ def test_options_are_validated_and_recipes_load() -> None:
     for name in ("bhn", "bbh"):
         recipe = load_recipe(name)
         assert recipe.posterior_kind == name and recipe.net.arch == "lenet5" and recipe.dataset == "mnist5k"
+
+
+def test_only_whole_weight_sets_split_samples_in_attack_steps() -> None:
+    """bbh generating every weight draws K samples once per step (like bbb); scales mode splits the batch."""
+    info = dataset_info("mnist5k")
+    for target, expected in (("weights", True), ("scales", False)):
+        recipe = tiny_recipe("bbh", "lenet5").model_copy(
+            update={"posterior": {"kind": "bbh", "target": target}}
+        )
+        assert build_posterior(recipe, info).chunk_samples is expected

@@ -142,3 +142,23 @@ def test_fast_path_rejects_scales_it_cannot_apply() -> None:
     posterior = tiny_posterior("bhn")
     with pytest.raises(ValueError, match="not top-level"):
         scaled_logits(posterior.net, {"99.g": torch.ones(2, 3)}, X)
+
+
+@pytest.mark.parametrize("arch", ["mlp", "lenet5"])
+def test_fast_path_input_gradient_equals_the_plain_path(arch: str) -> None:
+    """Attacks differentiate the shared-V path with respect to the input: its gradient is the plain one's."""
+    posterior = tiny_posterior("bhn", arch)
+    posterior.flow = perturbed_flow(BHNOptions(transforms=2, hidden_features=[16]), posterior.features)
+    posterior.double()
+    params = {n: p.detach() for n, p in posterior.split(posterior.sample_with_log_prob(6, gen(2))[0]).items()}
+    y = torch.arange(5) % 10
+    grads = []
+    for path in (
+        lambda x: scaled_logits(posterior.net, params, x, 4),
+        lambda x: functional_logits(posterior.net, params, x),
+    ):
+        x = X.double().requires_grad_(True)
+        loss = torch.nn.functional.cross_entropy(path(x).flatten(0, 1), y.repeat(6))
+        grads.append(torch.autograd.grad(loss, x)[0])
+    assert grads[0].abs().max() > 0
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-9, atol=1e-12)

@@ -201,3 +201,104 @@ def test_micro_batches_with_gradients_change_nothing_but_speed() -> None:
             10,
             10,
         )
+
+
+def test_mean_loss_pgd_equals_torchattacks_eotpgd_on_the_same_samples() -> None:
+    """The benchmark's like-for-like premise: robusthyper's mean-loss PGD (ART) takes the steps torchattacks'
+    EOTPGD takes when both see the same K samples (EOTPGD: one sample per forward, K forwards per step)."""
+    torchattacks = pytest.importorskip("torchattacks")
+    from art.attacks.evasion import ProjectedGradientDescent
+
+    inner = tiny_posterior("bbb")
+    with torch.no_grad():  # a wide posterior, so that the samples disagree
+        for rho in inner.rho.values():
+            rho.fill_(-2.0)
+    k = 3
+    post = FrozenSamples(inner, k)
+
+    class OneSampleInTurn(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.post, self.calls = post, 0
+
+        def forward(self, x: Tensor) -> Tensor:
+            self.calls += 1
+            return self.post.logits(x, k)[(self.calls - 1) % k]
+
+    x, y = _x(), torch.arange(8) % 10
+    eps, alpha, steps = 0.1, 0.02, 6
+    clf = art_classifier(StochasticEnsemble(post, k), "mean-loss", input_shape=SHAPE, nb_classes=10)
+    pgd = ProjectedGradientDescent(clf, eps=eps, eps_step=alpha, max_iter=steps, num_random_init=0,
+                                   batch_size=8, verbose=False)  # fmt: skip
+    peer = torchattacks.EOTPGD(
+        OneSampleInTurn(), eps=eps, alpha=alpha, steps=steps, eot_iter=k, random_start=False
+    )
+    with frozen(post):
+        ours = pgd.generate(x.numpy(), y.numpy())
+        theirs = peer(x, y).numpy()
+    assert np.abs(ours - x.numpy()).max() > eps / 2
+    np.testing.assert_allclose(ours, theirs, atol=1e-6)
+
+
+def test_sample_chunks_with_gradients_equal_the_plain_path_on_the_same_samples() -> None:
+    """bbb splits K (not the batch) in an attack step: each chunk's samples, drawn in turn from the ensemble's
+    generator, give what one plain evaluation of all those samples gives, values and input gradients."""
+    post = tiny_posterior("bbb")
+    assert (
+        post.chunk_samples
+        and not tiny_posterior("mcd").chunk_samples
+        and not tiny_posterior("bhn").chunk_samples
+    )
+    x = _x(6).requires_grad_(True)
+    ens = StochasticEnsemble(
+        post, 5, torch.Generator().manual_seed(7), max_rows_grad=12
+    )  # 2 samples x 6 inputs
+    chunked = ens.sample_logits(x)
+    gen = torch.Generator().manual_seed(7)
+    draws = []
+    for n in (2, 2, 1):  # the chunks' draws, in the same order
+        draws.append(post.sample_params(n, gen))
+        torch.randint(0, 2**62, (1,), generator=gen)  # each logits call also seeds its module randomness
+    params = {name: torch.cat([d[name] for d in draws]) for name in draws[0]}
+    plain = functional_logits(post.net, params, x)
+    torch.testing.assert_close(chunked, plain, rtol=1e-6, atol=1e-6)
+    (g_chunked,) = torch.autograd.grad(chunked.logsumexp(0).sum(), x)
+    (g_plain,) = torch.autograd.grad(plain.logsumexp(0).sum(), x)
+    torch.testing.assert_close(g_chunked, g_plain, rtol=1e-5, atol=1e-6)
+    big = StochasticEnsemble(post, 3, max_rows_grad=4)(x)  # batch > rows: the batch is split as well
+    assert big.shape == (6, 10)
+
+
+@pytest.mark.parametrize("eot", ["bma", "mean-loss"])
+def test_loss_gradient_in_pieces_equals_one_graph_and_arts_own(eot: str) -> None:
+    """The estimator's loss_gradient differentiates the batch in pieces (bounded memory): same samples, same
+    gradient as one graph over the batch, and (bma) as ART's own PyTorchClassifier.loss_gradient."""
+    x, y = _x(10), torch.arange(10) % 10
+    onehot = np.eye(10, dtype=np.float32)[y.numpy()]
+    for kind in ("mcd", "bbb"):
+        post = tiny_posterior(kind)
+        grads = []
+        for rows_backward in (10_000, 12):  # one graph; pieces of 3 inputs x 4 samples
+            ens = StochasticEnsemble(post, 4, torch.Generator().manual_seed(5), max_rows_grad=8,
+                                     max_rows_backward=rows_backward)  # fmt: skip
+            clf = art_classifier(ens, eot, input_shape=SHAPE, nb_classes=10)
+            with frozen(post):
+                grads.append(clf.loss_gradient(x, torch.from_numpy(onehot)))
+        if kind == "mcd":  # pieces are whole micro-batches: the same masks are drawn either way
+            torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-7)
+        assert len(StochasticEnsemble(post, 4, max_rows_grad=8, max_rows_backward=12).gradient_pieces(10)) > 1
+    post = FrozenSamples(tiny_posterior("bbb"), k=4)
+    ens = StochasticEnsemble(post, 4, max_rows_grad=8, max_rows_backward=12)  # pieces of 2 inputs
+    clf = art_classifier(ens, eot, input_shape=SHAPE, nb_classes=10)
+    ours = clf.loss_gradient(x.numpy(), onehot)
+    assert len(ens.gradient_pieces(10)) == 5
+    xr = x.clone().requires_grad_(True)
+    logits = post.logits(xr, 4)
+    if eot == "bma":
+        loss = nn.functional.nll_loss(torch.logsumexp(logits.log_softmax(-1), 0) - math.log(4), y)
+        arts_own = super(type(clf), clf).loss_gradient(x.numpy(), onehot)  # PyTorchClassifier's, one graph
+        np.testing.assert_allclose(ours, arts_own, rtol=1e-4, atol=1e-7)
+    else:
+        loss = nn.functional.cross_entropy(logits.flatten(0, 1), y.repeat(4))
+    (expected,) = torch.autograd.grad(loss, xr)
+    np.testing.assert_allclose(ours, expected.numpy(), rtol=1e-4, atol=1e-7)

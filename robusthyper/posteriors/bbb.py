@@ -33,6 +33,7 @@ class BayesByBackprop(Posterior):
 
     kind = "bbb"
     Options = BayesByBackpropOptions
+    chunk_samples = True  # K weight sets are expensive to draw: never draw them once per micro-batch
 
     def __init__(self, net: nn.Module, options: BayesByBackpropOptions | None = None) -> None:
         super().__init__(net)

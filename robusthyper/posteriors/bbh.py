@@ -160,5 +160,10 @@ class BayesByHypernet(Posterior):
         logits = self._logits({n: p[:k] for n, p in params.items()}, x)
         return logits, self.kl(params, generator)
 
+    @property
+    def chunk_samples(self) -> bool:  # type: ignore[override]
+        """Generated whole weight sets (target = "weights") are costly to draw, like bbb's: split K, not the batch."""
+        return self.options.target == "weights"
+
     def generator_parameters(self) -> int:
         return sum(p.numel() for p in self.generators.parameters())
