@@ -53,7 +53,7 @@ from robusthyper.loading import LoadedModels, load_models
 log = logging.getLogger(__name__)
 
 CELLS = "cells"
-CELL_VERSION = 4
+CELL_VERSION = 5
 """Part of every cell's key: bump it when a change to the code changes what a cell computes."""
 CELL_META_KEY = b"robusthyper.cell"
 OOD_ATTACK = "ood"

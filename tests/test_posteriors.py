@@ -164,3 +164,20 @@ def test_mcd_masks_follow_p() -> None:
     out = dropouts[0](h)
     assert abs((out == 0).float().mean().item() - 0.5) < 0.05
     assert set(out.unique().tolist()) <= {0.0, 2.0}
+
+
+def test_bbb_elbo_terms_equal_the_plain_path() -> None:
+    """bbb's elbo_terms computes sigma once for the samples and the KL: the same logits, KL and gradients as
+    sampling and KL computed separately (the base class's path)."""
+    posterior = tiny_posterior("bbb")
+    x = torch.rand(5, 1, 28, 28)
+    logits, kl = posterior.elbo_terms(x, 3, torch.Generator().manual_seed(4))
+    params = posterior.sample_params(3, torch.Generator().manual_seed(4))
+    plain_logits = functional_logits(posterior.net, params, x, k=3)
+    plain_kl = posterior.kl(params)
+    torch.testing.assert_close(logits, plain_logits)
+    torch.testing.assert_close(kl, plain_kl)
+    fast = torch.autograd.grad((logits.sum() + kl), list(posterior.parameters()))
+    plain = torch.autograd.grad((plain_logits.sum() + plain_kl), list(posterior.parameters()))
+    for a, b in zip(fast, plain, strict=True):
+        torch.testing.assert_close(a, b)

@@ -19,7 +19,8 @@ pulls towards confident *correct* predictions as much as towards confident wrong
 eps 0.2 the attack misclassified far fewer inputs than plain PGD (robust accuracy 0.71 vs 0.02). So the
 score term only acts on examples the current iterate already misclassifies (PGD until the label flips, then
 CE - lambda * score keeps it wrong while lowering the score), and the attack returns, per example, the
-misclassified iterate with the lowest score seen (on the step's own K samples), else the final iterate
+misclassified iterate with the lowest score seen (on the step's own K samples; the latest among ties, so a
+deterministic net, whose MI is always 0, gets PGD's final, most confident iterate), else the final iterate
 (Carlini & Wagner 2017 keep the best iterate the same way).
 
 `detection_aware_accuracy` scores a defended model: an example counts as defended when the model classifies
@@ -116,7 +117,7 @@ class AdaptivePGD:
         best_score = torch.full((len(x0),), math.inf, device=x0.device)
 
         def keep_best(x_now: Tensor, wrong: Tensor, score: Tensor) -> None:
-            better = wrong & (score < best_score)
+            better = wrong & (score <= best_score)
             best[better] = x_now[better]
             best_score[better] = score[better]
 
