@@ -11,7 +11,7 @@ from robusthyper import store
 from robusthyper.data import dataset_info
 from robusthyper.nets import functional_logits
 from robusthyper.posteriors import POSTERIORS, PosteriorKind, build_posterior, posterior_class
-from robusthyper.posteriors.bbb import BayesByBackprop
+from robusthyper.posteriors.bbb import BayesByBackprop, softplus
 
 X = torch.rand(5, 1, 28, 28, generator=torch.Generator().manual_seed(1))
 
@@ -127,6 +127,20 @@ def test_bbb_kl_matches_torch_distributions(prior_sigma: float) -> None:
         for n, mu in posterior.net.named_parameters()
     )
     torch.testing.assert_close(posterior.kl(), expected)
+
+
+def test_fast_softplus_equals_torchs_to_a_few_ulps_and_its_gradient_is_the_sigmoid() -> None:
+    x = torch.cat([
+        torch.linspace(-80.0, 80.0, 20001), -torch.logspace(-8, 1.9, 2000), torch.logspace(-8, 1.9, 2000),
+        torch.tensor([0.0, -1e-30, 1e-30, -30.0, -17.0, -16.6, 15.0]),  # w = 1 + exp(-|x|) rounds to 1 below ~-16.6
+    ]).double()  # fmt: skip
+    exact = torch.nn.functional.softplus(x, threshold=1e4)  # torch's double kernel, no linear cut-off
+    torch.testing.assert_close(softplus(x), exact, rtol=1e-14, atol=0)
+    torch.testing.assert_close(softplus(x.float()).double(), exact, rtol=4e-7, atol=0)  # fp32: ~2 ulp
+    xg = x[::50].clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(softplus(xg).sum(), xg)
+    torch.testing.assert_close(grad, torch.sigmoid(xg.detach()))
+    assert torch.autograd.gradcheck(softplus, (torch.randn(8, dtype=torch.float64, requires_grad=True),))
 
 
 def test_bbb_samples_have_the_posterior_moments() -> None:
