@@ -32,16 +32,34 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from robusthyper.chunking import (
+    CPU_LIMITS,
+    CPU_MAX_ROWS,
+    CPU_MAX_ROWS_BACKWARD,
+    CPU_MAX_ROWS_GRAD,
+    row_limits,
+)
 from robusthyper.metrics import log_predictive
 from robusthyper.posteriors.base import Posterior
 
-DEFAULT_MAX_ROWS = 2048
-"""Largest K·B evaluated in one posterior call when gradients are off (bounds memory of big K_eval)."""
-DEFAULT_MAX_ROWS_GRAD = 640
-"""Largest K·B per posterior call in an attack step (measured fastest on a 2-core CPU; see sample_logits)."""
-DEFAULT_MAX_ROWS_BACKWARD = 2560
-"""Largest K·B whose graph one backward pass of the ART estimator's `loss_gradient` holds: bounds an attack's
-memory as K grows (measured: bbb at K = 100 peaked 3 GB above the model when one graph held the whole batch)."""
+DEFAULT_MAX_ROWS, DEFAULT_MAX_ROWS_GRAD, DEFAULT_MAX_ROWS_BACKWARD = (
+    CPU_MAX_ROWS,
+    CPU_MAX_ROWS_GRAD,
+    CPU_MAX_ROWS_BACKWARD,
+)
+"""The CPU's limits (`robusthyper.chunking`); a GPU's are sized from its free memory on the first call."""
+
+
+def _row_limit(name: str) -> property:
+    """A K·B limit: the one set explicitly (argument or assignment), else the device's (`chunking.row_limits`)."""
+
+    def get(self: StochasticEnsemble) -> int:
+        return self._overrides.get(name, getattr(self._limits, name))
+
+    def set(self: StochasticEnsemble, value: int) -> None:
+        self._overrides[name] = value
+
+    return property(get, set, doc=f"Largest K·B rows: {name} (see `robusthyper.chunking.RowLimits`).")
 
 
 class EotMode(str, Enum):
@@ -64,6 +82,8 @@ class StochasticEnsemble(nn.Module):
         max_rows: largest K·B per posterior call without gradients (K is chunked above it).
         max_rows_grad: largest K·B per posterior call with gradients (the batch is chunked above it).
         max_rows_backward: largest K·B per backward pass in the ART estimator's `loss_gradient` (bounds memory).
+            Each defaults to the device's (`robusthyper.chunking`): a CPU's cache-sized constants, or on a GPU
+            as many rows as fit in a share of its free memory, measured on the first call's inputs.
 
     `train()`/`eval()` only flip this wrapper's flag: they never reach the posterior, so a tool that calls
     `.eval()` (ART's `predict`, torchattacks) cannot switch MC dropout off, and the posterior keeps whatever
@@ -75,9 +95,9 @@ class StochasticEnsemble(nn.Module):
         posterior: Posterior,
         k: int,
         generator: torch.Generator | None = None,
-        max_rows: int = DEFAULT_MAX_ROWS,
-        max_rows_grad: int = DEFAULT_MAX_ROWS_GRAD,
-        max_rows_backward: int = DEFAULT_MAX_ROWS_BACKWARD,
+        max_rows: int | None = None,
+        max_rows_grad: int | None = None,
+        max_rows_backward: int | None = None,
     ) -> None:
         super().__init__()
         if k <= 0:
@@ -86,9 +106,20 @@ class StochasticEnsemble(nn.Module):
         self.k = k if getattr(posterior, "stochastic", True) else 1
         device = _device_of(posterior)
         self.generator = generator or torch.Generator(device=device).manual_seed(0)
-        self.max_rows = max_rows
-        self.max_rows_grad = max_rows_grad
-        self.max_rows_backward = max_rows_backward
+        given = {"max_rows": max_rows, "max_rows_grad": max_rows_grad, "max_rows_backward": max_rows_backward}
+        self._overrides = {name: value for name, value in given.items() if value is not None}
+        self._limits = CPU_LIMITS
+        self._sized = device.type == "cpu"  # a CPU's limits are constants; other devices measure on first use
+
+    max_rows = _row_limit("max_rows")
+    max_rows_grad = _row_limit("max_rows_grad")
+    max_rows_backward = _row_limit("max_rows_backward")
+
+    def size_for(self, x: Tensor) -> None:
+        """Size the row limits for inputs like `x` on their device, once (a no-op on a CPU)."""
+        if not self._sized:
+            self._limits = row_limits(self.posterior, x)
+            self._sized = True
 
     def train(self, mode: bool = True) -> StochasticEnsemble:
         self.training = mode  # deliberately not recursive: see the class docstring
@@ -104,6 +135,7 @@ class StochasticEnsemble(nn.Module):
         `max_rows_grad // B` samples on the whole batch, so each step draws its K samples once. Without gradients
         (evaluation with large K) K is split instead, so shared layers still run once per chunk.
         """
+        self.size_for(x)
         k = self.k if k is None else k
         batch = x.shape[0]
         if torch.is_grad_enabled():
@@ -277,6 +309,7 @@ def _art_classifier_class() -> type:
             x_t = (torch.from_numpy(x) if as_numpy else x).to(self._device)
             labels = self._labels(y)
             grads = []
+            self.ensemble.size_for(x_t)
             with torch.enable_grad():
                 for piece in self.ensemble.gradient_pieces(len(x_t)):
                     x_grad = x_t[piece].detach().clone().requires_grad_(True)

@@ -11,6 +11,16 @@ import torch
 from conftest import ALL_KINDS, tiny_posterior
 from torch import Tensor, nn
 
+from robusthyper.chunking import (
+    BACKWARD_FACTOR,
+    CPU_LIMITS,
+    GPU_MAX_ROWS,
+    GPU_MEMORY_SHARE,
+    RowLimits,
+    activation_bytes_per_row,
+    gpu_row_limits,
+    row_limits,
+)
 from robusthyper.ensemble import (
     DifferenceLogitsRatio,
     EotMode,
@@ -302,3 +312,42 @@ def test_loss_gradient_in_pieces_equals_one_graph_and_arts_own(eot: str) -> None
         loss = nn.functional.cross_entropy(logits.flatten(0, 1), y.repeat(4))
     (expected,) = torch.autograd.grad(loss, xr)
     np.testing.assert_allclose(ours, expected.numpy(), rtol=1e-4, atol=1e-7)
+
+
+def test_activation_bytes_per_row_counts_what_the_backward_keeps() -> None:
+    """An MLP with frozen weights and input gradients keeps only its hidden ReLU output per row (4 bytes per
+    unit): the weights, saved whatever the batch, cancel."""
+    for hidden in (48, 96):
+        net = nn.Sequential(nn.Flatten(), nn.Linear(784, hidden), nn.ReLU(), nn.Linear(hidden, 10))
+        assert activation_bytes_per_row(ModulePosterior(net, stochastic=False), _x(3)) == 4 * hidden
+    # and a real posterior: LeNet-5's conv activations, ~100 kB per row
+    assert 50_000 < activation_bytes_per_row(tiny_posterior("bbb", "lenet5"), _x(2)) < 200_000
+
+
+def test_gpu_row_limits_fill_a_share_of_free_memory_within_bounds() -> None:
+    per_row, free = 100_000, 16 * 2**30
+    rows = int(GPU_MEMORY_SHARE * free / (BACKWARD_FACTOR * per_row))
+    assert gpu_row_limits(per_row, free) == RowLimits(rows, rows, rows)
+    assert gpu_row_limits(1, free) == RowLimits(GPU_MAX_ROWS, GPU_MAX_ROWS, GPU_MAX_ROWS)  # capped
+    assert gpu_row_limits(per_row, 2**20) == CPU_LIMITS  # never below the CPU's
+    assert row_limits(tiny_posterior("mcd"), _x(2)) == CPU_LIMITS  # a CPU's are the constants
+
+
+def test_limits_are_the_devices_unless_set_explicitly(monkeypatch: pytest.MonkeyPatch) -> None:
+    post = tiny_posterior("mcd")
+    ens = StochasticEnsemble(post, 4)
+    assert (ens.max_rows, ens.max_rows_grad, ens.max_rows_backward) == (
+        CPU_LIMITS.max_rows, CPU_LIMITS.max_rows_grad, CPU_LIMITS.max_rows_backward
+    )  # fmt: skip
+    # What a GPU does on its first call, simulated: measured limits replace the defaults, not explicit ones.
+    measured = RowLimits(max_rows=3, max_rows_grad=4, max_rows_backward=8)
+    calls = []
+    monkeypatch.setattr("robusthyper.ensemble.row_limits", lambda p, x: calls.append(x.shape) or measured)
+    ens = StochasticEnsemble(post, 4, max_rows_backward=12)
+    ens._sized = False
+    ens.max_rows = 5  # assigned after construction: also explicit
+    x = _x(6).requires_grad_(True)
+    assert ens(x).shape == (6, 10) and ens(x).shape == (6, 10)
+    assert calls == [x.shape]  # measured once
+    assert (ens.max_rows, ens.max_rows_grad, ens.max_rows_backward) == (5, 4, 12)
+    assert len(ens.gradient_pieces(6)) == 2  # 12 rows a piece at K = 4: 3 inputs, one sample_logits step of 1
