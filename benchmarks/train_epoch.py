@@ -90,9 +90,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, mnist5k train split ({len(data.train)} "
           f"images), best of {args.rounds} interleaved epochs")  # fmt: skip
-    print(f"{'recipe':8} {'s/epoch':>8} {'x det':>6}")
+    samples = {name: load_recipe(name).train.train_samples for name in args.recipes}
+    print(f"{'recipe':8} {'s/epoch':>8} {'x det':>6} {'samples/step':>13} {'x det per sample':>17}")
     for name, secs in best.items():
-        print(f"{name:8} {secs:8.2f} {secs / base:6.2f}")
+        print(
+            f"{name:8} {secs:8.2f} {secs / base:6.2f} {samples[name]:13d} {secs / base / samples[name]:17.2f}"
+        )
     print(f"robusthyper --help: {startup:.3f} s (best of {args.help_repeats})")
     out = {
         "benchmark": "train_epoch",
@@ -106,6 +109,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "epoch_seconds": best,
         "epoch_seconds_all": times,
         "ratio_to_det": {name: secs / base for name, secs in best.items()},
+        "train_samples": samples,  # posterior samples per training step (bbh's recipe: 2)
         "help_seconds": startup,
     }
     if args.json:

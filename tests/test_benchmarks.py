@@ -54,5 +54,5 @@ def test_train_epoch_writes_json(tmp_path: Path) -> None:
     out = tmp_path / "train.json"
     _script("train_epoch").main(["--quick", "--n-train", "64", "--recipes", "det", "--json", str(out)])
     data = json.loads(out.read_text())
-    assert data["ratio_to_det"] == {"det": 1.0}
+    assert data["ratio_to_det"] == {"det": 1.0} and data["train_samples"] == {"det": 1}
     assert data["epoch_seconds"]["det"] > 0 and data["help_seconds"] > 0
