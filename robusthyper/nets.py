@@ -258,6 +258,73 @@ def rng_scope(generator: torch.Generator | None, device: torch.device) -> Iterat
         yield
 
 
+_ELEMENTWISE = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.Tanh, nn.Sigmoid, nn.Identity)
+_POOLING = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d)
+"""Layers that act on each element or channel alone: they run unchanged on K samples side by side."""
+
+
+def _grouped_path_applies(suffix: nn.Sequential, params: Mapping[str, Tensor]) -> bool:
+    """Whether `_grouped_logits` can run `suffix`: plain convolutions (then a flatten) then linear layers, with
+    per-channel layers between, and every sampled parameter a weight or bias of one of them."""
+    consumed = set()
+    flat = False
+    for name, layer in suffix.named_children():
+        if type(layer) is nn.Conv2d and not flat and layer.groups == 1 and layer.padding_mode == "zeros":
+            consumed |= {f"{name}.weight", f"{name}.bias"}
+        elif type(layer) is nn.Linear:
+            consumed |= {f"{name}.weight", f"{name}.bias"}
+            flat = True
+        elif type(layer) is nn.Flatten and layer.start_dim == 1 and layer.end_dim == -1:
+            flat = True
+        elif not isinstance(layer, _ELEMENTWISE) and (flat or not isinstance(layer, _POOLING)):
+            return False
+    return set(params) <= consumed
+
+
+def _grouped_logits(suffix: nn.Sequential, params: Mapping[str, Tensor], h: Tensor, k: int) -> Tensor:
+    """`[K, B, C]` logits of K weight samples through `suffix` without `vmap`.
+
+    Convolutions keep the K samples side by side as channel groups, `[B, K*C, H, W]`: the first is one
+    convolution with K*C_out filters over the shared input, the next ones grouped convolutions (`groups = K`);
+    linear layers are batched matrix products over `[K, B, F]`. On LeNet-5 (K = 5, 128 inputs, one CPU thread)
+    an attack step's forward and backward took 0.8x the time of `vmap`, whose per-sample convolutions
+    re-layout their outputs before every pooling layer.
+    """
+    batch = h.shape[0]
+    grouped = False  # h is [B, K*C, H, W] (True) or shared by all samples [B, ...] (False), until flattened
+    batched = False  # h is [K, B, F]
+
+    def sampled(name: str, layer: nn.Module, attr: str) -> Tensor | None:
+        if f"{name}.{attr}" in params:
+            return params[f"{name}.{attr}"]
+        own = getattr(layer, attr)
+        return None if own is None else own.expand(k, *own.shape)
+
+    for name, layer in suffix.named_children():
+        if isinstance(layer, nn.Conv2d):
+            weight, bias = sampled(name, layer, "weight"), sampled(name, layer, "bias")
+            h = F.conv2d(h, weight.flatten(0, 1), None if bias is None else bias.flatten(), layer.stride,
+                         layer.padding, layer.dilation, groups=k if grouped else 1)  # fmt: skip
+            grouped = True
+        elif isinstance(layer, (nn.Linear, nn.Flatten)):
+            if grouped:  # [B, K*C, H, W] -> [K, B, C*H*W]: sample k's channels are the k-th block
+                h, grouped = h.reshape(batch, k, -1).transpose(0, 1), False
+            elif not batched:
+                h = h.flatten(1).unsqueeze(0).expand(k, batch, -1)
+            batched = True
+            if isinstance(layer, nn.Linear):
+                weight, bias = sampled(name, layer, "weight"), sampled(name, layer, "bias")
+                product = torch.bmm(h, weight.transpose(1, 2))
+                h = product if bias is None else product + bias.unsqueeze(1)
+        else:
+            h = layer(h)
+    if grouped:
+        h = h.reshape(batch, k, -1).transpose(0, 1)
+    elif not batched:
+        h = h.unsqueeze(0).expand(k, *h.shape)
+    return h
+
+
 def functional_logits(
     net: nn.Module,
     params: Mapping[str, Tensor],
@@ -266,6 +333,7 @@ def functional_logits(
     k: int | None = None,
     generator: torch.Generator | None = None,
     chunk_size: int | None = None,
+    grouped: bool = True,
 ) -> Tensor:
     """Logits of `net` for K parameter samples: the one evaluation path of every posterior.
 
@@ -276,13 +344,17 @@ def functional_logits(
         x: inputs `[B, *input_shape]`, shared by all samples.
         k: number of samples when `params` is empty (otherwise inferred; default 1).
         generator: drives module randomness (dropout masks).
-        chunk_size: samples evaluated per `vmap` call (bounds memory); default all at once.
+        chunk_size: samples evaluated per call (bounds memory); default all at once.
+        grouped: take `_grouped_logits` where it applies (False: always `vmap`, the reference it is tested
+            against).
 
     Returns:
         `[K, B, C]` logits.
 
     Layers before the first stochastic one run once per input. When nothing is sampled (MC dropout), the
-    K samples are one K*B batch through the shared weights; otherwise `torch.func.vmap` over the samples.
+    K samples are one K*B batch through the shared weights; otherwise, for plain conv/linear layers, the K
+    samples side by side as channel groups and batched matrix products (`_grouped_logits`), and for anything
+    else `torch.func.vmap` over the samples.
     """
     k = _sample_count(params, k)
     batch = x.shape[0]
@@ -305,8 +377,12 @@ def functional_logits(
 
         if k == 1:  # training's usual case: vmap would only add overhead
             return one_sample({n: p[0] for n, p in params.items()}, h).unsqueeze(0)
+        step = chunk_size or k
+        if grouped and isinstance(suffix, nn.Sequential) and _grouped_path_applies(suffix, params):
+            chunks = [_grouped_logits(suffix, {n: p[i : i + step] for n, p in params.items()}, h, min(step, k - i))
+                      for i in range(0, k, step)]  # fmt: skip
+            return chunks[0] if len(chunks) == 1 else torch.cat(chunks)
 
         batched = torch.func.vmap(one_sample, in_dims=(0, None), randomness="different")
-        step = chunk_size or k
         chunks = [batched({n: p[i : i + step] for n, p in params.items()}, h) for i in range(0, k, step)]
         return chunks[0] if len(chunks) == 1 else torch.cat(chunks)

@@ -82,3 +82,46 @@ def test_functional_logits_rejects_inconsistent_sample_counts() -> None:
         functional_logits(net, params, torch.rand(1, 1, 28, 28))
     with pytest.raises(ValueError, match="k=4"):
         functional_logits(net, {"4.bias": torch.zeros(2, 10)}, torch.rand(1, 1, 28, 28), k=4)
+
+
+@pytest.mark.parametrize("arch", ["mlp", "lenet5", "cifar-cnn"])
+@pytest.mark.parametrize("first_shared", [False, True], ids=["all-sampled", "first-layer-shared"])
+def test_grouped_path_equals_vmap_in_values_and_gradients(arch: str, first_shared: bool) -> None:
+    """K weight samples as channel groups and batched matrix products (`_grouped_logits`) give vmap's logits
+    and the same gradients for the inputs and the sampled parameters, chunked or not."""
+    shape = (3, 32, 32) if arch == "cifar-cnn" else (1, 28, 28)
+    torch.manual_seed(0)
+    net = build_net(arch, shape, 10, [0.5] * shape[0], [0.25] * shape[0], widths=[32]).double()
+    k, gen = 3, torch.Generator().manual_seed(1)
+    names = [n for n, _ in net.named_parameters()]
+    sampled = names[2:] if first_shared else names  # bbb samples all; shared first layer: a shared input
+    params = {n: (p.detach().expand(k, *p.shape) + 0.1 * torch.randn(k, *p.shape, generator=gen, dtype=p.dtype))
+              .requires_grad_(True) for n, p in net.named_parameters() if n in sampled}  # fmt: skip
+    x = torch.rand(4, *shape, generator=gen, dtype=torch.float64, requires_grad=True)
+    outs = {
+        "vmap": functional_logits(net, params, x, grouped=False),
+        "grouped": functional_logits(net, params, x),
+        "chunked": functional_logits(net, params, x, chunk_size=2),
+    }
+    assert outs["vmap"].shape == (k, 4, 10) and outs["vmap"].std(0).max() > 1e-3  # the samples differ
+    inputs = [x, *params.values()]
+    reference = torch.autograd.grad(outs["vmap"].square().sum(), inputs, retain_graph=True)
+    for name in ("grouped", "chunked"):
+        torch.testing.assert_close(outs[name], outs["vmap"], rtol=1e-10, atol=1e-10)
+        grads = torch.autograd.grad(outs[name].square().sum(), inputs, retain_graph=True)
+        for got, want in zip(grads, reference, strict=True):
+            torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+
+
+def test_grouped_path_leaves_what_it_cannot_run_to_vmap() -> None:
+    from robusthyper.nets import _grouped_path_applies
+
+    plain = build_net("lenet5", (1, 28, 28), 10, [0.5], [0.25])
+    assert _grouped_path_applies(plain[1:], {"1.weight": torch.zeros(2, 20, 1, 5, 5)})
+    wn = build_net("lenet5", (1, 28, 28), 10, [0.5], [0.25], weight_norm=True)
+    assert not _grouped_path_applies(wn[1:], {"1.g": torch.zeros(2, 20)})  # weight-normalised layers
+    mcd = build_net("lenet5", (1, 28, 28), 10, [0.5], [0.25], dropout=0.5)
+    assert not _grouped_path_applies(mcd[1:], {"1.weight": torch.zeros(2, 20, 1, 5, 5)})  # dropout
+    assert not _grouped_path_applies(
+        plain[1:], {"0.mean": torch.zeros(2, 1, 1, 1)}
+    )  # not a conv/linear param
