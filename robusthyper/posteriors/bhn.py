@@ -40,7 +40,7 @@ from torch.distributions import AffineTransform, Transform
 
 from robusthyper.config import NetSpec, StrictModel
 from robusthyper.data import DatasetInfo
-from robusthyper.nets import WNConv2d, WNLinear, _WeightNorm, build_net, functional_logits
+from robusthyper.nets import WNConv2d, WNLinear, _WeightNorm, build_net, channels_last, functional_logits
 from robusthyper.posteriors.base import Posterior
 
 SIGMA_FLOOR = 1e-3
@@ -125,7 +125,9 @@ def wn_layers(net: nn.Module) -> list[tuple[str, _WeightNorm]]:
 def _directions_only(layer: _WeightNorm, h: Tensor) -> Tensor:
     """`h` through the layer's unit directions, no scale and no bias: `[N, n_out, ...]`."""
     if isinstance(layer, WNConv2d):
-        return F.conv2d(h, layer.unit_directions(), padding=layer.padding)
+        # channels-last (NHWC) activations: the K*B-row ReLU, pooling and convolutions after this one ran 1.2x
+        # faster so (LeNet-5, K = 20, one CPU thread)
+        return F.conv2d(channels_last(h), channels_last(layer.unit_directions()), padding=layer.padding)
     if isinstance(layer, WNLinear):
         return F.linear(h, layer.unit_directions())
     raise TypeError(f"no fast path for {type(layer).__name__}")
