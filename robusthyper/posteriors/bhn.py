@@ -16,7 +16,7 @@ score a given g). `log q(g) = log N(eps; 0, I) - log|det dg/deps|` (exact).
 Why coupling layers and not zuko's MAF with `passes = 2`: that masked layer computes the same coupling through
 dense D x hidden weights half of which are masked (2x the parameters and Adam's work, a mask product per step)
 and samples through its inverse, which calls the conditioner three times (two passes, then the log-det); the
-coupling layer calls it once in either direction. Training a LeNet-5 BHN step went from 1.8x to ~1.2x det's.
+coupling layer calls it once in either direction. A LeNet-5 BHN training epoch went from 1.9x to 1.3x det's.
 
 Prior `p(g) = N(0, 1/lambda)` i.i.d.; the KL is the Monte Carlo estimate `mean_k log q(g_k) - log p(g_k)` from
 the same samples that produce the logits. Shapes: `sample_params(k)` gives `{"<layer>.g": [K, n_out]}`.
