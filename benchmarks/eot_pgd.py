@@ -33,7 +33,6 @@ import os
 import platform
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -43,6 +42,7 @@ from torch import Tensor, nn
 
 from robusthyper.data import load_dataset
 from robusthyper.ensemble import StochasticEnsemble, frozen
+from robusthyper.files import write_atomic
 from robusthyper.posteriors.base import Posterior
 
 METHODS = ("rh-bma", "rh-mean-loss", "torchattacks", "art-loop")
@@ -327,10 +327,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     _print_table(out)
     if args.json:
-        path = Path(args.json)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(out, indent=2))
-        tmp.replace(path)
+        write_atomic(args.json, json.dumps(out, indent=2).encode())
     return out
 
 

@@ -136,10 +136,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "rows": rows,
     }
     if args.json:
-        path = Path(args.json)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(out, indent=2))
-        tmp.replace(path)
+        from robusthyper.files import write_atomic
+
+        write_atomic(args.json, json.dumps(out, indent=2).encode())
     return out
 
 

@@ -27,6 +27,7 @@ import torch
 
 from robusthyper.config import load_recipe
 from robusthyper.data import Dataset, Split, load_dataset
+from robusthyper.files import write_atomic
 from robusthyper.train import fit
 
 
@@ -113,10 +114,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "help_seconds": startup,
     }
     if args.json:
-        path = Path(args.json)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(out, indent=2))
-        tmp.replace(path)
+        write_atomic(args.json, json.dumps(out, indent=2).encode())
     return out
 
 

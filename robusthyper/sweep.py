@@ -31,7 +31,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import shutil
 import tempfile
 import time
@@ -48,6 +47,7 @@ from robusthyper import sanity
 from robusthyper.attacks.spec import AttackSpec
 from robusthyper.errors import ConfigError, DataMissingError, UserError
 from robusthyper.evaluate import GRADIENT_PROBE, ModelUnderTest
+from robusthyper.files import atomic_path
 from robusthyper.loading import LoadedModels, load_models
 
 log = logging.getLogger(__name__)
@@ -130,14 +130,8 @@ def write_cell(
     info = json.dumps({"key": payload, "rows": rows}, default=str, allow_nan=True).encode()
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), CELL_META_KEY: info})
     final = folder / f"{key}.parquet"
-    fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".partial", dir=folder)
-    os.close(fd)
-    try:
+    with atomic_path(final) as tmp:
         pq.write_table(table, tmp)
-        os.replace(tmp, final)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return final
 
 

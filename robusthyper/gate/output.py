@@ -4,7 +4,6 @@ failures as <failure>) for CI systems, and a JSON document for machines. Files a
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
@@ -12,6 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from robusthyper import files
 from robusthyper.errors import UserError
 from robusthyper.gate.check import RuleResult
 from robusthyper.gate.policy import FlagRule
@@ -79,21 +79,13 @@ def junit_xml(checked: Sequence[RuleResult], policy_source: str = "", seconds: f
 
 
 def write_atomic(path: Path | str, payload: bytes) -> Path:
-    """Write `payload` to a temporary file beside `path`, then rename it over `path`."""
+    """Write `payload` atomically over `path` (`robusthyper.files`); an unwritable place is a user error."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+        return files.write_atomic(path, payload)
     except OSError as err:
         raise UserError(f"cannot write '{path}' ({err.strerror}); pass a writable path") from None
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def check_writable(path: Path | str) -> None:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from robusthyper.errors import UserError
+from robusthyper.files import write_atomic
 
 if TYPE_CHECKING:  # the CLI imports this package; pandas and matplotlib load only when a page is built
     import pandas as pd
@@ -57,18 +58,6 @@ def _ensure_dir(folder: Path, what: str) -> None:
         raise UserError(
             f"cannot write the report's {what} in '{folder}' ({reason}); pass --out PATH"
         ) from None
-
-
-def _write_atomic(path: Path, payload: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _drop_flag_duplicates(warnings: list[str], flags: pd.DataFrame | None) -> list[str]:
@@ -217,9 +206,9 @@ def build(run_dir: Path | str, out: Path | str | None = None, *, title: str | No
         _ensure_dir(figure_dir, "figures")
     try:
         for plot in figures:
-            _write_atomic(figure_dir / f"{plot.name}.png", plot.png)
-            _write_atomic(figure_dir / f"{plot.name}.svg", plot.svg)
-        _write_atomic(page, text.encode("utf-8"))
+            write_atomic(figure_dir / f"{plot.name}.png", plot.png)
+            write_atomic(figure_dir / f"{plot.name}.svg", plot.svg)
+        write_atomic(page, text.encode("utf-8"))
     except OSError as err:
         raise UserError(
             f"cannot write the report to '{page}' ({err.strerror or err}); pass --out PATH"

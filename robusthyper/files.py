@@ -1,0 +1,38 @@
+"""Atomic file writes: a reader (or a run killed halfway) never sees half a file.
+
+Each file is written under a temporary name beside its destination, then renamed over it (`os.replace` is
+atomic within a folder); a failed write leaves the destination as it was and removes the temporary file.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def atomic_path(path: Path | str) -> Iterator[Path]:
+    """A temporary path beside `path` to write to; renamed over `path` when the block ends without error.
+
+    Readable by all (0644), as a plain `open` would leave it (mkstemp's 0600 would hide reports from others).
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_atomic(path: Path | str, payload: bytes) -> Path:
+    """Write `payload` to `path` atomically (see `atomic_path`)."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(payload)
+    return Path(path)
