@@ -294,9 +294,9 @@ def _grouped_logits(suffix: nn.Sequential, params: Mapping[str, Tensor], h: Tens
 
     Convolutions keep the K samples side by side as channel groups, `[B, K*C, H, W]`: the first is one
     convolution with K*C_out filters over the shared input, the next ones grouped convolutions (`groups = K`);
-    linear layers are batched matrix products over `[K, B, F]`. On LeNet-5 (K = 5, 128 inputs, one CPU thread)
-    an attack step's forward and backward took 0.8x the time of `vmap`, whose per-sample convolutions
-    re-layout their outputs before every pooling layer. Activations are kept channels-last (NHWC): another
+    linear layers are batched matrix products over `[K, B, F]`. On LeNet-5 (K = 20 in chunks of 5, 128
+    inputs, one thread) an attack step's forward and backward took 0.88x the time of `vmap`, whose per-sample
+    convolutions re-layout their outputs before every pooling layer. Activations are kept channels-last (NHWC): another
     1.26x (mkldnn's convolutions and max pooling are faster so on a CPU, and so are cuDNN's on a GPU).
     """
     batch = h.shape[0]
