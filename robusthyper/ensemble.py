@@ -103,7 +103,7 @@ class StochasticEnsemble(nn.Module):
         if k <= 0:
             raise ValueError(f"k={k} must be positive")
         self.posterior = posterior
-        self.k = k if getattr(posterior, "stochastic", True) else 1
+        self.k = posterior.samples(k)
         device = _device_of(posterior)
         self.generator = generator or torch.Generator(device=device).manual_seed(0)
         given = {"max_rows": max_rows, "max_rows_grad": max_rows_grad, "max_rows_backward": max_rows_backward}
@@ -182,31 +182,6 @@ class StochasticEnsemble(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return log_predictive(self.sample_logits(x))
-
-
-class ModulePosterior(Posterior):
-    """Adapter: a user's own `nn.Module` (`x -> logits [B, C]`) as a posterior whose samples are K forward
-    passes. Randomness inside the module (dropout, sampled weights drawn from torch's RNG) comes from the
-    ensemble's generator through `rng_scope`. The module's train/eval mode is left as the user set it."""
-
-    kind = "module"
-
-    def __init__(self, module: nn.Module, stochastic: bool = True) -> None:
-        super().__init__(module)
-        self.stochastic = stochastic  # type: ignore[misc]  # instance override of the class default
-
-    def logits(self, x: Tensor, k: int, generator: torch.Generator | None = None) -> Tensor:
-        from robusthyper.nets import rng_scope
-
-        with rng_scope(generator, x.device):
-            if not self.stochastic:
-                out = self.net(x)
-                return out.unsqueeze(0).expand(k, *out.shape)
-            return torch.stack([self.net(x) for _ in range(k)])
-
-    @property
-    def device(self) -> torch.device:
-        return _device_of(self.net)
 
 
 def _device_of(module: nn.Module) -> torch.device:
@@ -369,7 +344,6 @@ def art_classifier(
 __all__ = [
     "DifferenceLogitsRatio",
     "EotMode",
-    "ModulePosterior",
     "StochasticEnsemble",
     "art_classifier",
     "frozen",

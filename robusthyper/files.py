@@ -36,3 +36,20 @@ def write_atomic(path: Path | str, payload: bytes) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_bytes(payload)
     return Path(path)
+
+
+def ensure_writable(folder: Path | str, hint: str) -> Path:
+    """Create `folder` if needed and probe it with a temporary file; a folder that cannot be written is a
+    one-line `UserError` naming it, the reason and `hint` (the fix)."""
+    import tempfile
+
+    from robusthyper.errors import UserError
+
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise UserError(f"'{folder}' is not writable ({err.strerror or err}); {hint}") from None
+    return folder

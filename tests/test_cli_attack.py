@@ -191,7 +191,7 @@ from torch import nn
 from test_sanity import MaskedNet
 
 from robusthyper import store
-from robusthyper.ensemble import ModulePosterior
+from robusthyper.loading import ModulePosterior
 
 STORE = {store!r}
 
@@ -221,7 +221,7 @@ def masked_nets(model_store, tmp_path, monkeypatch) -> None:
 
 
 def test_attack_writes_its_sanity_flags(model_store, tmp_path) -> None:
-    from robusthyper.results import FLAGS_CSV
+    from robusthyper.run.schema import FLAGS_CSV
     from robusthyper.sanity import FLAG_COLUMNS
 
     result = _invoke(["--model", "tiny-det", "--eps", "0.1", "--store", str(model_store), "--out",
@@ -239,7 +239,7 @@ def test_attack_writes_its_sanity_flags(model_store, tmp_path) -> None:
 def test_attack_flags_the_planted_masking_model(model_store, masked_nets, tmp_path) -> None:
     import pandas as pd
 
-    from robusthyper.results import FLAGS_CSV
+    from robusthyper.run.schema import FLAGS_CSV
 
     result = _invoke(["--model", "tiny-det", "--model", "masked_nets:planted", "--attack", "fgsm",
                       "--attack", "square", "--eps", "0.3", "--steps", "40", "--k-eval", "1", "--n", "48",
@@ -270,7 +270,7 @@ def test_attack_evaluates_a_fully_masked_model_and_flags_it(
     """No hard stop on a fully masked model: results, a warning line and the zero-gradients flag."""
     import pandas as pd
 
-    from robusthyper.results import FLAGS_CSV
+    from robusthyper.run.schema import FLAGS_CSV
 
     result = _invoke(["--model", "masked_nets:fully_masked", "--eps", "0.1", "--out", str(tmp_path),
                       "--run-id", "masked", "--device", "cpu", *FAST])  # fmt: skip

@@ -1,10 +1,9 @@
-"""Tests of robusthyper.evaluate, robusthyper.results and the uncertainty metrics: the tidy table (settings in
-every row, robust accuracy over all examples, eps = 0 equals clean, worst case over attacks and restarts),
-atomic report folders, and entropy / mutual information against closed forms."""
+"""Tests of robusthyper.evaluate (the pipeline in memory) and the uncertainty metrics: the tidy table (settings
+in every row, robust accuracy over all examples, eps = 0 equals clean, worst case over attacks and restarts),
+masked models evaluated and flagged, and entropy / mutual information against closed forms."""
 
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
@@ -16,13 +15,14 @@ from torch import nn
 
 from robusthyper.attacks import make_spec
 from robusthyper.errors import UserError
-from robusthyper.evaluate import WORST_CASE, ModelUnderTest, is_factory_ref, load_factory, run, summary
+from robusthyper.evaluate import run, summary
+from robusthyper.loading import ModelUnderTest, ModulePosterior, is_factory_ref, load_factory
 from robusthyper.metrics import expected_entropy, mutual_information, nll, predictive_entropy
-from robusthyper.results import META, RESULTS_CSV, read_results, write_report
+from robusthyper.run.schema import WORST_CASE
 from robusthyper.train import fit
 
-SETTINGS = ["model", "posterior", "dataset", "n", "attack", "norm", "eps", "steps", "step_size", "restarts",
-            "random_init", "eot", "k_attack", "k_eval", "seed", "protocol"]  # fmt: skip
+SETTINGS = ["model", "posterior", "dataset", "n", "attack", "family", "norm", "eps", "steps", "step_size",
+            "restarts", "random_init", "eot", "k_attack", "k_eval", "seed", "protocol"]  # fmt: skip
 
 
 # ---------------------------------------------------------------- metrics: closed forms
@@ -194,28 +194,24 @@ class NonFinite(nn.Module):
 def test_a_masked_or_broken_model_is_evaluated_with_a_warning(
     small_mnist, caplog, net, warning, health
 ) -> None:
-    """No hard stop: the numbers are recorded (the sanity flags mark them) and one warning line says why
-    they mean nothing."""
-    from robusthyper.ensemble import ModulePosterior
-    from robusthyper.evaluate import check_gradients
+    """No hard stop: the numbers are recorded, the sanity flags mark them, and one warning line says why they
+    mean nothing."""
+    from robusthyper.sanity import gradient_health
 
     torch.manual_seed(0)
     model = ModelUnderTest("masked", ModulePosterior(net(), stochastic=False), kind="module")
     specs = [make_spec(eps=0.1, steps=1, k_eval=1), make_spec(attack="fgsm", eps=0.1, k_eval=1)]
-    with caplog.at_level("WARNING", logger="robusthyper.evaluate"):
+    with caplog.at_level("WARNING", logger="robusthyper.compute"):
         evaluation = run([model], specs, small_mnist.test, dataset="mnist5k", n=8, progress=False)
-    lines = [r.getMessage() for r in caplog.records if r.name == "robusthyper.evaluate"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "robusthyper.compute"]
     assert len(lines) == 1 and lines[0].startswith("masked: ") and warning in lines[0], lines
     acc = evaluation.results.query("metric == 'accuracy' and input == 'adversarial'")
     assert set(acc["attack"]) == {"pgd-1", "fgsm", WORST_CASE} and acc["value"].notna().all()
+    code = "zero-gradients" if health == "grad_zero_fraction" else "nonfinite-gradients"
+    assert code in {f.code for f in evaluation.flags}
+    assert evaluation.gradient_health["masked"][health] > 0.5
     x, y = small_mnist.test.x[:8], small_mnist.test.y[:8]
-    assert check_gradients(model.posterior, x, y, k=1)[health] > 0.5
-    caplog.clear()
-    with caplog.at_level("WARNING", logger="robusthyper.evaluate"):  # a caller that probes itself
-        run(
-            [model], specs[:1], small_mnist.test, dataset="mnist5k", n=8, progress=False, gradient_check=False
-        )
-    assert not [r for r in caplog.records if r.name == "robusthyper.evaluate"]
+    assert gradient_health(model.posterior, x, y, k=1)[health] > 0.5
 
 
 # ---------------------------------------------------------------- factories
@@ -244,33 +240,3 @@ def test_factory_refs_and_loading(tmp_path, monkeypatch) -> None:
         load_factory("no_such_module_xyz:f", (1, 28, 28), "cpu")
     with pytest.raises(UserError, match="fails on inputs"):
         load_factory("user_models:deterministic", (3, 32, 32), "cpu")
-
-
-# ---------------------------------------------------------------- results folders
-
-
-def test_write_report_is_atomic_and_complete(evaluation, tmp_path) -> None:
-    folder = write_report(evaluation.results, {"command": "test", "specs": evaluation.settings["specs"]},
-                          tmp_path / "reports", "run-1", evaluation.examples)  # fmt: skip
-    assert folder == tmp_path / "reports" / "run-1"
-    assert (folder / RESULTS_CSV).is_file()
-    meta = json.loads((folder / META).read_text())
-    assert meta["run_id"] == "run-1" and "torch" in meta["versions"] and "commit" in meta["git"]
-    assert meta["specs"][0]["attack"] == "pgd"
-    back = read_results(folder)
-    assert len(back) == len(evaluation.results)
-    assert [p.name for p in (tmp_path / "reports").iterdir()] == ["run-1"]  # no .partial left behind
-    with pytest.raises(UserError, match="already exists"):
-        write_report(evaluation.results, {}, tmp_path / "reports", "run-1")
-
-
-def test_write_report_leaves_nothing_on_failure(tmp_path, monkeypatch) -> None:
-    frame = pd.DataFrame({"value": [1.0]})
-
-    def boom(*args, **kwargs):
-        raise OSError("disk full")
-
-    monkeypatch.setattr(pd.DataFrame, "to_csv", boom)
-    with pytest.raises(OSError):
-        write_report(frame, {}, tmp_path, "run-2")
-    assert list(tmp_path.iterdir()) == []

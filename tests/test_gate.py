@@ -25,6 +25,7 @@ from robusthyper.gate import (
     parse_policy,
     wilson,
 )
+from robusthyper.run import Run
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -57,10 +58,21 @@ def examples_table(model: str = "bbh", n: int = 50, separable: bool = True) -> p
     clean = rng.uniform(0, 1, n)
     adv = clean + 2.0 if separable else rng.uniform(0, 1, n)
     return pd.DataFrame({
-        "model": model, "attack": "pgd-40", "norm": "linf", "eps": 0.1, "k_eval": 100, "seed": 0,
+        "model": model, "attack": "pgd-40", "norm": "linf", "eps": 0.1, "k_attack": 20, "k_eval": 100, "seed": 0,
         "index": np.arange(n), "clean_correct": True, "adv_correct": False, "clean_entropy": clean,
         "adv_entropy": adv, "clean_mi": clean, "adv_mi": adv, "perturbation": 0.1,
     })  # fmt: skip
+
+
+def rules_of(results: pd.DataFrame, rules, *, examples=None, flags=None, baseline=None):
+    """`evaluate_rules` on tables in memory (`Run.of`), as a caller of the Python API holds them."""
+    base = None if baseline is None else Run.of(baseline)
+    return evaluate_rules(Run.of(results, examples, flags), rules, baseline=base)
+
+
+def violations_of(results: pd.DataFrame, rules, *, examples=None, flags=None, baseline=None):
+    base = None if baseline is None else Run.of(baseline)
+    return check(Run.of(results, examples, flags), rules, baseline=base)
 
 
 def write_run(folder: Path, results: pd.DataFrame, meta: dict | None = None) -> Path:
@@ -180,27 +192,27 @@ def test_the_projects_own_policy_is_valid() -> None:
 
 def test_check_passes_and_fails() -> None:
     results = results_table()
-    assert check(results, policy({**BBH_PGD, "min": 0.4})) == []
-    violations = check(
+    assert violations_of(results, policy({**BBH_PGD, "min": 0.4})) == []
+    violations = violations_of(
         results, policy({**BBH_PGD, "min": 0.5}, {"model": "det", "input": "clean", "min": 0.8})
     )
     assert len(violations) == 1 and "bbh" in violations[0].rule and "FAILS" in violations[0].message
     # max rules, other metrics
-    assert check(results, policy({**BBH_PGD, "metric": "nll", "max": 0.6})) == []
-    assert len(check(results, policy({**BBH_PGD, "metric": "nll", "max": 0.5}))) == 1
+    assert violations_of(results, policy({**BBH_PGD, "metric": "nll", "max": 0.6})) == []
+    assert len(violations_of(results, policy({**BBH_PGD, "metric": "nll", "max": 0.5}))) == 1
 
 
 def test_lower_bound_flips_a_borderline_rule() -> None:
     results = results_table({"bbh": 0.45}, n=200)  # Wilson 95%: [0.3826, 0.5192]
-    estimate = evaluate_rules(results, policy({**BBH_PGD, "min": 0.40}))[0]
-    lower = evaluate_rules(results, policy({**BBH_PGD, "min": 0.40, "bound": "lower"}))[0]
+    estimate = rules_of(results, policy({**BBH_PGD, "min": 0.40}))[0]
+    lower = rules_of(results, policy({**BBH_PGD, "min": 0.40, "bound": "lower"}))[0]
     assert estimate.passed and not lower.passed
     assert lower.statistic == pytest.approx(wilson(90, 200)[0]) and lower.value == pytest.approx(0.45)
     # 'upper' is the lenient side: fail only when the whole interval is below the threshold.
-    assert not evaluate_rules(results, policy({**BBH_PGD, "min": 0.50}))[0].passed
-    assert evaluate_rules(results, policy({**BBH_PGD, "min": 0.50, "bound": "upper"}))[0].passed
+    assert not rules_of(results, policy({**BBH_PGD, "min": 0.50}))[0].passed
+    assert rules_of(results, policy({**BBH_PGD, "min": 0.50, "bound": "upper"}))[0].passed
     # The same share over more examples has a narrower interval: the lower bound passes.
-    assert evaluate_rules(results_table({"bbh": 0.45}, n=5000), policy({**BBH_PGD, "min": 0.43,
+    assert rules_of(results_table({"bbh": 0.45}, n=5000), policy({**BBH_PGD, "min": 0.43,
                                                                         "bound": "lower"}))[0].passed  # fmt: skip
 
 
@@ -210,17 +222,17 @@ def test_a_rule_holds_for_every_matching_row() -> None:
     seed1.loc[(seed1["model"] == "bbh") & (seed1["eps"] == 0.1) & (seed1["metric"] == "accuracy")
               & (seed1["input"] == "adversarial"), "value"] = 0.3  # fmt: skip
     both = pd.concat([results, seed1], ignore_index=True)
-    out = evaluate_rules(both, policy({**BBH_PGD, "min": 0.4}))[0]
+    out = rules_of(both, policy({**BBH_PGD, "min": 0.4}))[0]
     assert not out.passed and out.value == pytest.approx(0.3) and out.where["seed"] == 1 and out.rows == 2
-    assert evaluate_rules(both, policy({**BBH_PGD, "min": 0.4, "seed": 0}))[0].passed
+    assert rules_of(both, policy({**BBH_PGD, "min": 0.4, "seed": 0}))[0].passed
     # No attack named: every attack (fgsm is weaker here, so pgd's 0.45 is the worst); 'pgd' is not 'apgd'.
-    assert evaluate_rules(results, policy({"model": "bbh", "eps": 0.1, "min": 0.4}))[
+    assert rules_of(results, policy({"model": "bbh", "eps": 0.1, "min": 0.4}))[
         0
     ].value == pytest.approx(0.45)
-    assert evaluate_rules(results, policy({**BBH_PGD, "attack": "fgsm", "min": 0.4}))[
+    assert rules_of(results, policy({**BBH_PGD, "attack": "fgsm", "min": 0.4}))[
         0
     ].value == pytest.approx(0.5)
-    assert evaluate_rules(results, policy({**BBH_PGD, "attack": "pgd-40", "min": 0.4}))[0].passed
+    assert rules_of(results, policy({**BBH_PGD, "attack": "pgd-40", "min": 0.4}))[0].passed
 
 
 @pytest.mark.parametrize(
@@ -238,26 +250,26 @@ def test_a_rule_holds_for_every_matching_row() -> None:
 )  # fmt: skip
 def test_rules_naming_what_the_results_lack_are_errors(rule: dict, fragment: str) -> None:
     with pytest.raises(GateInputError) as err:
-        check(results_table(), policy(rule))
+        violations_of(results_table(), policy(rule))
     assert fragment in str(err.value) and "\n" not in str(err.value)
 
 
 def test_results_of_another_schema_are_errors() -> None:
-    with pytest.raises(GateInputError, match="lacks column"):
-        check(results_table().drop(columns=["metric"]), policy({**BBH_PGD, "min": 0.4}))
+    with pytest.raises(UserError, match="lacks column"):
+        violations_of(results_table().drop(columns=["metric"]), policy({**BBH_PGD, "min": 0.4}))
 
 
 def test_detection_auroc_from_the_examples() -> None:
     results = results_table()
     rule = {**BBH_PGD, "metric": "detection_auroc_entropy", "min": 0.9}
-    out = evaluate_rules(results, policy(rule), examples=examples_table(separable=True))[0]
+    out = rules_of(results, policy(rule), examples=examples_table(separable=True))[0]
     assert out.passed and out.value == pytest.approx(1.0) and out.n == 50 and out.low is None
-    out = evaluate_rules(results, policy(rule), examples=examples_table(separable=False))[0]
+    out = rules_of(results, policy(rule), examples=examples_table(separable=False))[0]
     assert not out.passed and 0.2 < out.value < 0.8
     # A results table that already holds the metric is used as it is.
     own = pd.concat([results, results.iloc[[0]].assign(model="bbh", attack="pgd-40", eps=0.1, input="adversarial",
                      metric="detection_auroc_entropy", value=0.95)], ignore_index=True)  # fmt: skip
-    assert evaluate_rules(own, policy(rule), examples=examples_table(separable=False))[0].value == 0.95
+    assert rules_of(own, policy(rule), examples=examples_table(separable=False))[0].value == 0.95
 
 
 def test_ood_rules_on_the_sweeps_ood_rows() -> None:
@@ -267,7 +279,7 @@ def test_ood_rules_on_the_sweeps_ood_rows() -> None:
            for name, v in (("uniform-noise", 0.99), ("fashion-mnist", 0.7))
            for metric in ("ood_auroc_entropy", "ood_auroc_mi")]  # fmt: skip
     frame = pd.concat([results, pd.DataFrame(ood)], ignore_index=True)
-    every = evaluate_rules(frame, policy({"model": "bbh", "metric": "ood_auroc_mi", "min": 0.8}))[0]
+    every = rules_of(frame, policy({"model": "bbh", "metric": "ood_auroc_mi", "min": 0.8}))[0]
     assert (
         not every.passed
         and every.value == 0.7
@@ -275,9 +287,9 @@ def test_ood_rules_on_the_sweeps_ood_rows() -> None:
         and every.rows == 2
     )
     noise = policy({"model": "bbh", "metric": "ood_auroc_mi", "input": "uniform-noise", "min": 0.8})
-    assert evaluate_rules(frame, noise)[0].passed
+    assert rules_of(frame, noise)[0].passed
     with pytest.raises(GateInputError, match="input 'cifar10' is not in the results"):
-        check(frame, policy({"model": "bbh", "metric": "ood_auroc_mi", "input": "cifar10", "min": 0.8}))
+        violations_of(frame, policy({"model": "bbh", "metric": "ood_auroc_mi", "input": "cifar10", "min": 0.8}))
 
 
 # ------------------------------------------------------------------------------------------ baseline
@@ -285,30 +297,30 @@ def test_ood_rules_on_the_sweeps_ood_rows() -> None:
 
 def test_baseline_drop_and_rise() -> None:
     now, then = results_table({"bbh": 0.45}), results_table({"bbh": 0.55})
-    drop = evaluate_rules(now, policy({**BBH_PGD, "max_drop": 0.05}), baseline=then)[0]
+    drop = rules_of(now, policy({**BBH_PGD, "max_drop": 0.05}), baseline=then)[0]
     assert not drop.passed and drop.value == pytest.approx(0.10) and drop.baseline == pytest.approx(0.55)
     assert drop.low is not None and drop.low < 0.10 < drop.high  # Newcombe interval of the drop
-    assert evaluate_rules(now, policy({**BBH_PGD, "max_drop": 0.15}), baseline=then)[0].passed
+    assert rules_of(now, policy({**BBH_PGD, "max_drop": 0.15}), baseline=then)[0].passed
     # 'lower' compares the drop's lower bound: a drop not clearly above the allowance passes.
-    assert evaluate_rules(now, policy({**BBH_PGD, "max_drop": 0.05, "bound": "lower"}), baseline=then)[
+    assert rules_of(now, policy({**BBH_PGD, "max_drop": 0.05, "bound": "lower"}), baseline=then)[
         0
     ].passed
     # An improvement is a negative drop.
-    assert evaluate_rules(then, policy({**BBH_PGD, "max_drop": 0.0}), baseline=now)[0].value == pytest.approx(
+    assert rules_of(then, policy({**BBH_PGD, "max_drop": 0.0}), baseline=now)[0].value == pytest.approx(
         -0.1
     )
-    rise = evaluate_rules(now, policy({**BBH_PGD, "metric": "nll", "max_rise": 0.05}), baseline=then)[0]
+    rise = rules_of(now, policy({**BBH_PGD, "metric": "nll", "max_rise": 0.05}), baseline=then)[0]
     assert not rise.passed and rise.value == pytest.approx(0.10) and rise.low is None
 
 
 def test_incomparable_baselines_are_errors() -> None:
     rule = policy({**BBH_PGD, "max_drop": 0.05})
     with pytest.raises(GateInputError, match="different schema"):
-        check(results_table(), rule, baseline=results_table().drop(columns=["k_attack"]))
+        violations_of(results_table(), rule, baseline=results_table().drop(columns=["k_attack"]))
     with pytest.raises(GateInputError, match="evaluated on fashion-mnist but the results on mnist5k"):
-        check(results_table(), rule, baseline=results_table(dataset="fashion-mnist"))
+        violations_of(results_table(), rule, baseline=results_table(dataset="fashion-mnist"))
     with pytest.raises(GateInputError, match="model 'bbh' is not in the baseline"):
-        check(results_table(), rule, baseline=results_table({"det": 0.3}))
+        violations_of(results_table(), rule, baseline=results_table({"det": 0.3}))
 
 
 # ------------------------------------------------------------------------------------------ no-flags rules
@@ -339,12 +351,12 @@ def test_flag_codes_are_the_ones_sanity_raises() -> None:
 
 def test_no_flags_rule_passes_on_a_clean_run_and_fails_naming_each_flag() -> None:
     results = results_table()
-    clean = evaluate_rules(results, policy(NO_FLAGS), flags=flags_table())[0]
+    clean = rules_of(results, policy(NO_FLAGS), flags=flags_table())[0]
     assert clean.passed and clean.value == 0 and "passes" in clean.message()
     found = flags_table(
         ("square-stronger", "bbh", "square-1000", 0.1), ("zero-gradients", "det", "gradient-check", 0.0)
     )
-    checked = evaluate_rules(results, policy(NO_FLAGS, {**BBH_PGD, "min": 0.4}), flags=found)
+    checked = rules_of(results, policy(NO_FLAGS, {**BBH_PGD, "min": 0.4}), flags=found)
     assert [r.passed for r in checked] == [False, True]
     message = checked[0].message()
     assert "2 sanity flag(s)" in message and "FAILS" in message
@@ -360,12 +372,12 @@ def test_no_flags_rule_passes_on_a_clean_run_and_fails_naming_each_flag() -> Non
     )
     # Narrowed to some kinds or some models, other flags do not count.
     only = policy({**NO_FLAGS, "flags": ["square-stronger"], "models": ["det"]})
-    narrowed = evaluate_rules(results, only, flags=found)[0]
+    narrowed = rules_of(results, only, flags=found)[0]
     assert (
         narrowed.passed and narrowed.rows == 2 and narrowed.name == "no sanity flags (square-stronger) on det"
     )
-    assert not evaluate_rules(results, policy({**NO_FLAGS, "models": ["det"]}), flags=found)[0].passed
-    assert not check(results, policy({**NO_FLAGS, "flags": ["zero-gradients"]}), flags=found) == []
+    assert not rules_of(results, policy({**NO_FLAGS, "models": ["det"]}), flags=found)[0].passed
+    assert not violations_of(results, policy({**NO_FLAGS, "flags": ["zero-gradients"]}), flags=found) == []
 
 
 def test_bad_no_flags_rules() -> None:
@@ -378,11 +390,11 @@ def test_bad_no_flags_rules() -> None:
     with pytest.raises(ConfigError, match="unknown rule type 'no-flag'; known: threshold, no-flags"):
         policy({**BBH_PGD, "min": 0.4, "type": "no-flag"})
     with pytest.raises(GateInputError, match="model 'mcd' is not in the results"):
-        check(results_table(), policy({**NO_FLAGS, "models": ["mcd"]}), flags=flags_table())
+        violations_of(results_table(), policy({**NO_FLAGS, "models": ["mcd"]}), flags=flags_table())
     with pytest.raises(GateInputError, match="without them \\(flags.csv\\)"):
-        check(results_table(), policy(NO_FLAGS))
-    with pytest.raises(GateInputError, match="not a robusthyper flags.csv"):
-        check(results_table(), policy(NO_FLAGS), flags=pd.DataFrame({"what": [1]}))
+        violations_of(results_table(), policy(NO_FLAGS))
+    with pytest.raises(GateInputError, match="without them \\(flags.csv\\)"):
+        violations_of(results_table(), policy(NO_FLAGS), flags=pd.DataFrame({"what": [1]}))
 
 
 # ------------------------------------------------------------------------------------------ CLI
@@ -648,8 +660,10 @@ class FakeSweep:
         fresh = not run_dir.exists()
         run_dir.mkdir(parents=True, exist_ok=True)
         cells = len(models) * len(specs)
-        return SimpleNamespace(results=results_table(), examples=None, run_dir=run_dir,
-                               computed=cells if fresh else 0, reused=0 if fresh else cells)  # fmt: skip
+        run = Run.of(results_table())
+        run.folder = run_dir
+        return SimpleNamespace(run=run, computed=cells if fresh else 0, reused=0 if fresh else cells,
+                               report=None)  # fmt: skip
 
 
 EVALUATE = """[evaluate]
@@ -794,7 +808,7 @@ PLANTED_NETS = """
 from test_sanity import MaskedNet
 
 from robusthyper import store
-from robusthyper.ensemble import ModulePosterior
+from robusthyper.loading import ModulePosterior
 
 
 def planted():

@@ -1,5 +1,5 @@
 """Tests of robusthyper.report: the page renders from a schema-true fixture run (written with the real
-`robusthyper.results` writer), escapes every user string, rejects bad input without writing anything, and
+`robusthyper.run` writer), escapes every user string, rejects bad input without writing anything, and
 opens in headless Chromium with every image loaded and no console errors."""
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ import pytest
 
 from robusthyper.errors import UserError
 from robusthyper.report import FIGURES, INDEX, build
-from robusthyper.results import META, RESULTS_CSV, RESULTS_PARQUET, write_report
+from robusthyper.run import read_run, run_meta, write_run
+from robusthyper.run.schema import META, RESULTS_CSV, RESULTS_PARQUET
 
 ATTACKS = ("fgsm", "pgd")
 EPS = (0.0, 0.05, 0.1, 0.2, 0.3)
@@ -62,15 +63,13 @@ def make_run(
     eot_ks: tuple[int, ...] = (),
     adaptive: bool = False,
     paper: bool = False,
-    k_column: bool = False,
 ) -> Path:
     """A synthetic run with the tables `robusthyper.evaluate.run` produces (same columns, per-example
     outcomes that aggregate to the tidy rows, a per-example worst case over the strong attacks), written with
-    `robusthyper.results.write_report`. Options add what a suite with the honest-evaluation checks records:
+    `robusthyper.run.write_run`. Options add what a suite with the honest-evaluation checks records:
     `eot_ks` extra K_attack of PGD at eps 0.1 (a deterministic model records K_attack = 1 for each, as
     `robusthyper.evaluate` does), `adaptive` pgd-adaptive (which lowers MI), `paper` both papers' protocols
-    (weak: more accuracy) at eps 0.1-0.3. The per-example table has no `k_attack` column (as a sweep's)
-    unless `k_column`."""
+    (weak: more accuracy) at eps 0.1-0.3."""
     rng = np.random.default_rng(0)
     rows, example_frames = [], []
     for m, model in enumerate(models):
@@ -86,7 +85,7 @@ def make_run(
                         "n": N, "attack": attack, "norm": "linf", "eps": eps, "steps": steps,
                         "step_size": eps if steps == 1 else eps / 4, "restarts": 1, "random_init": steps > 1,
                         "eot": "bma", "k_attack": k if stochastic else 1, "k_eval": 100, "seed": 0,
-                        "protocol": protocol}  # fmt: skip
+                        "protocol": protocol, "family": attack}  # fmt: skip
                 if eps == 0:
                     adv = dict(clean)
                 else:
@@ -106,17 +105,16 @@ def make_run(
                     rows += [
                         {**base, "input": which, "metric": k, "value": float(v)} for k, v in values.items()
                     ]
-                frame = {"model": model, "attack": attack, "norm": "linf", "eps": eps, "k_eval": 100, "seed": 0,
+                frame = {"model": model, "attack": attack, "family": attack, "norm": "linf", "eps": eps,
+                         "k_attack": base["k_attack"], "protocol": protocol, "k_eval": 100, "seed": 0,
                          "index": np.arange(N), "clean_correct": clean["correct"], "adv_correct": adv["correct"],
                          "clean_entropy": clean["entropy"], "adv_entropy": adv["entropy"],
                          "clean_mi": clean["mi"], "adv_mi": adv["mi"], "perturbation": eps}  # fmt: skip
-                if k_column:
-                    frame["k_attack"] = base["k_attack"]
                 if confidence:
                     frame["clean_confidence"] = conf
                 example_frames.append(pd.DataFrame(frame))
         for eps, w in worst.items():
-            base = {**rows[-1], "attack": "worst-case", "eps": eps, "steps": np.nan, "step_size": np.nan,
+            base = {**rows[-1], "attack": "worst-case", "family": "worst-case", "eps": eps, "steps": np.nan, "step_size": np.nan,
                     "restarts": np.nan, "random_init": None, "protocol": "strong",
                     "k_attack": max((c[2] for c in _cells(eot_ks, adaptive, False)), default=20)
                     if stochastic else 1}  # fmt: skip
@@ -127,7 +125,9 @@ def make_run(
     results = pd.DataFrame(rows)
     ex = pd.concat(example_frames, ignore_index=True) if examples else None
     info = {"command": "sweep", "device": "cpu", "models": [{"name": m} for m in models], **(meta or {})}
-    return write_report(results, info, root, run_id, ex)
+    folder = Path(root) / run_id
+    assert not folder.exists()
+    return write_run(folder, results, run_meta(run_id, **info), ex)
 
 
 @pytest.fixture(scope="module")
@@ -357,7 +357,7 @@ def test_honest_sections_render_once_each(honest_run: Path, honest_page: Path) -
 def test_main_figures_leave_out_paper_protocols_and_eot_points(honest_run: Path) -> None:
     from robusthyper.report import data as d
 
-    results = d.load_run(honest_run).results
+    results = read_run(honest_run).results
     main = d.main_grid(results)
     assert not main["attack"].str.startswith("paper-").any()
     pgd = main[(main["attack"] == "pgd") & (main["model"] != "det")]
@@ -366,8 +366,8 @@ def test_main_figures_leave_out_paper_protocols_and_eot_points(honest_run: Path)
     det = main[(main["model"] == "det") & (main["attack"] == "pgd") & (main["eps"] == 0.1)]
     assert len(det) == len(det.drop_duplicates(["input", "metric"]))  # det's four K = 1 cells: kept once
     # The per-example rows behind the detection AUROC figure: PGD at eps 0.1 once per model (K = 20's).
-    loaded = d.load_run(honest_run)
-    examples = d.main_examples(d.with_k_attack(loaded.examples, results)[0], results)
+    loaded = read_run(honest_run)
+    examples = d.main_examples(loaded.examples, results)
     at = examples[(examples["attack"] == "pgd") & (examples["eps"] == 0.1)]
     assert at.groupby("model").size().eq(N).all() and not examples["attack"].str.startswith("paper-").any()
     # The numbers table keeps every row, the papers' included.
@@ -375,10 +375,10 @@ def test_main_figures_leave_out_paper_protocols_and_eot_points(honest_run: Path)
 
 
 def test_eot_section_numbers(honest_run: Path, honest_page: Path) -> None:
-    from robusthyper.gate.stats import wilson
+    from robusthyper.run.tables import wilson
     from robusthyper.report import data as d
 
-    results = d.load_run(honest_run).results
+    results = read_run(honest_run).results
     acc = results[(results["metric"] == "accuracy") & (results["input"] == "adversarial")
                   & (results["attack"] == "pgd") & (results["eps"] == 0.1)]  # fmt: skip
     study = d.eot_study(results)
@@ -409,19 +409,17 @@ def _brute_force_defended(clean_score: np.ndarray, adv_score: np.ndarray, correc
     return float(np.mean(correct.astype(bool) | (adv_score > threshold)))
 
 
-@pytest.mark.parametrize("k_column", [False, True])
-def test_detection_aware_numbers_equal_a_brute_force_recount(tmp_path: Path, k_column: bool) -> None:
+def test_detection_aware_numbers_equal_a_brute_force_recount(tmp_path: Path) -> None:
     """The plain PGD beside the adaptive attack is the K = 20 cell, not a mixture with the EOT study's K = 1,
-    5, 50 cells at the same eps (whose per-example rows a sweep records without a k_attack column)."""
+    5, 50 cells at the same eps."""
     from robusthyper.report import data as d
 
-    run = make_run(tmp_path, ("det", "mcd"), eot_ks=(1, 5, 50), adaptive=True, k_column=k_column)
+    run = make_run(tmp_path, ("det", "mcd"), eot_ks=(1, 5, 50), adaptive=True)
     raw = pd.read_parquet(run / "examples.parquet")
     text = build(run).read_text(encoding="utf-8")
-    loaded = d.load_run(run)
-    examples, notes = d.with_k_attack(loaded.examples, loaded.results)
-    assert notes == []
-    aware = d.detection_aware(examples)
+    loaded = read_run(run)
+    assert loaded.notes == [] and loaded.examples is not None
+    aware = d.detection_aware(loaded.examples)
     table = _page_table(text, "detection_aware")
     for model in ("det", "mcd"):
         plain = raw[(raw["model"] == model) & (raw["attack"] == "pgd") & (raw["eps"] == 0.1)].iloc[
@@ -463,7 +461,7 @@ def test_detection_aware_numbers_equal_a_brute_force_recount(tmp_path: Path, k_c
 def test_paper_rows_beside_the_strong_protocol(honest_run: Path, honest_page: Path) -> None:
     from robusthyper.report import data as d
 
-    results = d.load_run(honest_run).results
+    results = read_run(honest_run).results
     adv = results[(results["metric"] == "accuracy") & (results["input"] == "adversarial")]
     frame = d.paper_vs_strong(results)
     assert set(frame["protocol"]) == {"paper-bhn", "paper-bbh"} and set(frame["eps"]) == {0.1, 0.2, 0.3}
@@ -496,22 +494,17 @@ def test_honest_sections_absent_without_their_data(tmp_path: Path, page: Path) -
     assert 'id="paper_vs_strong"' not in text
 
 
-def test_unmatched_example_blocks_are_left_out_with_a_warning(tmp_path: Path) -> None:
-    from robusthyper.report import data as d
-
+def test_a_version_1_run_without_k_attack_per_example(tmp_path: Path) -> None:
+    """Runs of schema version 1 recorded no k_attack per example; several K_attack of one attack cannot be
+    told apart, so the tables drawn from the examples are left out and the page says why."""
     run = make_run(tmp_path, ("det", "mcd"), eot_ks=(1, 5), adaptive=True)
-    raw = pd.read_parquet(run / "examples.parquet")
-    at = (raw["model"] == "mcd") & (raw["attack"] == "pgd") & (raw["eps"] == 0.1)
-    raw.loc[raw[at].index[:N], "adv_correct"] = ~raw.loc[raw[at].index[:N], "adv_correct"]  # no longer K=20's
+    raw = pd.read_parquet(run / "examples.parquet").drop(columns=["k_attack", "family"])
     raw.to_parquet(run / "examples.parquet", index=False)
-    loaded = d.load_run(run)
-    examples, notes = d.with_k_attack(loaded.examples, loaded.results)
-    assert len(notes) == 1 and "cannot be matched to their K_attack (20, 1, 5)" in notes[0]
-    pgd = (examples["attack"] == "pgd") & (examples["eps"] == 0.1)
-    assert not (pgd & (examples["model"] == "mcd")).any()
-    assert (pgd & (examples["model"] == "det")).sum() == N  # det's three K = 1 blocks: the first kept
+    meta = json.loads((run / META).read_text())
+    (run / META).write_text(json.dumps({**meta, "schema_version": 1}))
     text = build(run).read_text(encoding="utf-8")
-    assert "cannot be matched to their K_attack" in _section(text, "warnings")
+    assert "records no k_attack per example" in _section(text, "warnings")
+    assert 'id="detection_aware"' not in text and 'id="eot_convergence"' in text
 
 
 def test_flags_are_not_repeated_as_warnings(tmp_path: Path) -> None:

@@ -14,13 +14,15 @@ import torch
 from conftest import tiny_recipe
 from typer.testing import CliRunner
 
-from robusthyper import store, sweep
+from robusthyper import compute, sanity, store, sweep
 from robusthyper.attacks import make_spec
 from robusthyper.cli import app
 from robusthyper.errors import ConfigError, UserError
-from robusthyper.evaluate import ModelUnderTest, run
+from robusthyper.evaluate import run
+from robusthyper.loading import ModelUnderTest
 from robusthyper.metrics import auroc
-from robusthyper.results import META, RESULTS_CSV, SCHEMA_VERSION, read_results
+from robusthyper.run import read_run
+from robusthyper.run.schema import CELLS, FLAGS_CSV, META, OOD, RESULTS_CSV, SCHEMA_VERSION
 from robusthyper.train import fit
 
 N, BATCH = 24, 12
@@ -66,17 +68,17 @@ def _timeless(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _cells(run_dir: Path) -> list[Path]:
-    return sorted((run_dir / sweep.CELLS).glob("*.parquet"))
+    return sorted((run_dir / CELLS).glob("*.parquet"))
 
 
 # ---------------------------------------------------------------- resume
 
 
 def test_killed_sweep_resumes_to_the_same_table(model_store, whole, tmp_path, monkeypatch) -> None:
-    assert (whole.computed, whole.reused) == (6, 0)
+    assert (whole.computed, whole.reused) == (8, 0)  # 2 models x (3 attacks + the gradient probe)
 
     calls = {"n": 0}
-    original = sweep.compute_cell
+    original = compute.attack_cell
 
     def dies_on_the_third(*args, **kwargs):
         calls["n"] += 1
@@ -84,25 +86,25 @@ def test_killed_sweep_resumes_to_the_same_table(model_store, whole, tmp_path, mo
             raise KeyboardInterrupt
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(sweep, "compute_cell", dies_on_the_third)
+    monkeypatch.setattr(compute, "attack_cell", dies_on_the_third)
     killed = tmp_path / "killed"
     with pytest.raises(KeyboardInterrupt):
         _sweep(killed, model_store)
-    assert len(_cells(killed)) == 2
+    assert len(_cells(killed)) == 3  # the first model's probe and two attacks
     assert not (killed / RESULTS_CSV).exists() and not (killed / META).exists()
-    assert not list((killed / sweep.CELLS).glob(".*"))  # no half-written cell
-    monkeypatch.setattr(sweep, "compute_cell", original)
+    assert not list((killed / CELLS).glob(".*"))  # no half-written cell
+    monkeypatch.setattr(compute, "attack_cell", original)
 
     resumed = _sweep(killed, model_store)
-    assert (resumed.computed, resumed.reused) == (4, 2)
+    assert (resumed.computed, resumed.reused) == (5, 3)
     pd.testing.assert_frame_equal(_timeless(resumed.results), _timeless(whole.results))
     pd.testing.assert_frame_equal(resumed.examples, whole.examples)
-    pd.testing.assert_frame_equal(_timeless(read_results(killed)), _timeless(read_results(whole.run_dir)))
+    pd.testing.assert_frame_equal(_timeless(read_run(killed).results), _timeless(read_run(whole.run_dir).results))
 
     again = _sweep(killed, model_store)
-    assert (again.computed, again.reused) == (0, 6)
+    assert (again.computed, again.reused) == (0, 8)
     meta = json.loads((killed / META).read_text())
-    assert meta["schema_version"] == SCHEMA_VERSION and meta["cells"]["reused"] == 6
+    assert meta["schema_version"] == SCHEMA_VERSION and meta["cells"]["reused"] == 8
 
 
 def test_sweep_table_equals_evaluate_run(model_store, whole) -> None:
@@ -125,7 +127,6 @@ def test_sweep_table_equals_evaluate_run(model_store, whole) -> None:
 
 
 def test_sweep_writes_sanity_flags_and_their_warnings(model_store, whole, tmp_path, monkeypatch) -> None:
-    from robusthyper.results import FLAGS_CSV
     from robusthyper.sanity import FLAG_COLUMNS
 
     flags = pd.read_csv(whole.run_dir / FLAGS_CSV)
@@ -143,7 +144,7 @@ def test_sweep_writes_sanity_flags_and_their_warnings(model_store, whole, tmp_pa
         "grad_inf_fraction": 0.0,
         "grad_abs_mean": 0.0,
     }
-    monkeypatch.setattr(sweep.sanity, "gradient_health", lambda *a, **k: dict(masked))
+    monkeypatch.setattr(sanity, "gradient_health", lambda *a, **k: dict(masked))
     again = _sweep(tmp_path / "masked", model_store, models=["tiny-mcd"])
     flags = pd.read_csv(again.run_dir / FLAGS_CSV)
     zero = flags[flags["code"] == "zero-gradients"]
@@ -174,13 +175,11 @@ def flat():
 def test_a_fully_masked_model_is_swept_and_flagged(tmp_path, monkeypatch, caplog) -> None:
     """No hard stop: every cell is computed, the zero-gradients flag recorded, and one warning line (from
     the sweep's gradient probe, not one per cell)."""
-    from robusthyper.results import FLAGS_CSV
-
     (tmp_path / "flat_nets.py").write_text(FLAT_NETS)
     monkeypatch.syspath_prepend(str(tmp_path))
     with caplog.at_level("WARNING"):
         done = _sweep(tmp_path / "run", None, specs=SPECS, models=["flat_nets:flat"])
-    assert (done.computed, done.reused) == (3, 0)
+    assert (done.computed, done.reused) == (4, 0)  # three attacks (one sample: no EOT variants) + the probe
     robust = done.results.query("metric == 'accuracy' and input == 'adversarial' and attack == 'pgd-2'")
     assert len(robust) == 1 and robust["value"].notna().all()
     flags = pd.read_csv(done.run_dir / FLAGS_CSV)
@@ -193,16 +192,16 @@ def test_a_fully_masked_model_is_swept_and_flagged(tmp_path, monkeypatch, caplog
 def test_changed_settings_do_not_reuse_stale_cells(model_store, tmp_path) -> None:
     run_dir = tmp_path / "run"
     one = {"models": ["tiny-mcd"]}
-    assert _sweep(run_dir, model_store, **one).computed == 3
+    assert _sweep(run_dir, model_store, **one).computed == 4
     fewer = _sweep(run_dir, model_store, n=16, **one)  # another n: every cell differs
-    assert (fewer.computed, fewer.reused) == (3, 0)
+    assert (fewer.computed, fewer.reused) == (4, 0)
     assert set(fewer.results["n"]) == {16}
     other_keval = SPECS[:2] + [make_spec(attack="pgd", eps=0.1, steps=2, k_attack=2, k_eval=5)]
     changed = _sweep(run_dir, model_store, specs=other_keval, **one)
-    assert (changed.computed, changed.reused) == (1, 2)
+    assert (changed.computed, changed.reused) == (1, 3)
     assert _sweep(run_dir, model_store, batch_size=8, **one).reused == 0  # batches draw their own samples
     both = _sweep(run_dir, model_store)  # another model joins; the first settings' cells are still there
-    assert (both.computed, both.reused) == (3, 3)
+    assert (both.computed, both.reused) == (4, 4)
     assert set(both.results["n"]) == {N} and set(both.results["model"]) == set(MODELS)
 
 
@@ -211,7 +210,7 @@ def test_eot_study_runs_once_for_a_deterministic_model(model_store, tmp_path) ->
     the per-example table records K_attack, so the study's rows stay apart."""
     study = [make_spec(attack="pgd", eps=0.1, steps=2, k_attack=k, k_eval=4) for k in (1, 2, 4)]
     done = _sweep(tmp_path / "run", model_store, specs=study)
-    assert done.computed == 1 + 3
+    assert done.computed == 1 + 3 + 2  # and one gradient probe per model
     adv = done.results[(done.results["metric"] == "accuracy") & (done.results["input"] == "adversarial")]
     assert sorted(adv[adv["model"] == "tiny-det"]["k_attack"]) == [1]
     assert sorted(adv[adv["model"] == "tiny-mcd"]["k_attack"].astype(int)) == [1, 2, 4]
@@ -223,10 +222,10 @@ def test_eot_study_runs_once_for_a_deterministic_model(model_store, tmp_path) ->
 def test_no_resume_and_overwrite(model_store, tmp_path) -> None:
     run_dir = tmp_path / "run"
     _sweep(run_dir, model_store, specs=SPECS[:1])
-    with pytest.raises(UserError, match="already records 2 cell"):
+    with pytest.raises(UserError, match="already records 4 cell"):
         _sweep(run_dir, model_store, specs=SPECS[:1], resume=False)
     done = _sweep(run_dir, model_store, specs=SPECS[:1], resume=False, overwrite=True)
-    assert (done.computed, done.reused) == (2, 0)
+    assert (done.computed, done.reused) == (4, 0)
 
 
 # ---------------------------------------------------------------- OOD
@@ -236,35 +235,34 @@ def test_ood_auroc_against_metrics_auroc(model_store, mnist5k) -> None:
     posterior = store.load("tiny-mcd", model_store).posterior
     x_in = mnist5k.test.x[:64]
     x_out = torch.rand((64, 1, 28, 28), generator=torch.Generator().manual_seed(1))
-    got = sweep.ood_auroc(posterior, x_in, x_out, k_eval=8, seed=3, batch_size=32)
+    got = compute.ood_auroc(posterior, x_in, x_out, k_eval=8, seed=3, batch_size=32)
     assert got["entropy"] > 0.75  # a trained model is less sure of noise than of digits
-    inside = sweep.uncertainty_scores(posterior, x_in, k_eval=8, seed=3, batch_size=32)
-    outside = sweep.uncertainty_scores(posterior, x_out, k_eval=8, seed=3, batch_size=32)
+    inside = compute.uncertainty_scores(posterior, x_in, k_eval=8, seed=3, batch_size=32)
+    outside = compute.uncertainty_scores(posterior, x_out, k_eval=8, seed=3, batch_size=32)
     assert got["entropy"] == auroc(inside["entropy"], outside["entropy"])
     assert got["mi"] == auroc(inside["mi"], outside["mi"])
     # The scores are the model average's entropy and MI over K_eval samples from the evaluation generators.
-    from robusthyper.evaluate import _eval_generator
     from robusthyper.metrics import mutual_information, predictive_entropy
 
-    logits = posterior.logits(x_out[:32], 8, _eval_generator(torch.device("cpu"), 3, 0))
+    logits = posterior.logits(x_out[:32], 8, compute.eval_generator(torch.device("cpu"), 3, 0))
     torch.testing.assert_close(outside["entropy"][:32], predictive_entropy(logits))
     torch.testing.assert_close(outside["mi"][:32], mutual_information(logits))
     # The same inputs on both sides: chance.
-    assert sweep.ood_auroc(posterior, x_in, x_in, k_eval=8, seed=3)["entropy"] == pytest.approx(0.5)
+    assert compute.ood_auroc(posterior, x_in, x_in, k_eval=8, seed=3)["entropy"] == pytest.approx(0.5)
 
 
 def test_sweep_records_ood_rows(model_store, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("ROBUSTHYPER_DEBIAN_FASHION_DIR", str(tmp_path / "no-fashion"))
     done = sweep.run_sweep(tmp_path / "run", ["tiny-mcd"], SPECS[:1], store=model_store, data_dir=tmp_path,
                            n=N, progress=False, report=False)  # fmt: skip
-    ood = done.results[done.results["attack"] == sweep.OOD_ATTACK]
+    ood = done.results[done.results["attack"] == OOD]
     assert set(ood["input"]) == {sweep.UNIFORM_NOISE}
     assert set(ood["metric"]) == {"ood_auroc_entropy", "ood_auroc_mi", "ood_entropy", "ood_mi"}
     assert ood["eps"].isna().all() and (ood["n"] == N).all()
     aurocs = ood[ood["metric"].str.startswith("ood_auroc")]
     assert aurocs["value"].between(0, 1).all() and ood["k_eval"].eq(SPECS[0].k_eval).all()
     assert any("fashion-mnist skipped" in w for w in done.warnings)
-    assert done.computed == 2  # one attack cell, one OOD cell
+    assert done.computed == 3  # the probe, one attack cell, one OOD cell
 
 
 def test_ood_sets_per_dataset(tmp_path, monkeypatch) -> None:
@@ -276,16 +274,17 @@ def test_ood_sets_per_dataset(tmp_path, monkeypatch) -> None:
     cifar5 = Dataset(dataset_info("cifar5"), split(8, (3, 32, 32)), split(8, (3, 32, 32)),
                      split(6, (3, 32, 32)), "fake")  # fmt: skip
     sets, notes = sweep.ood_sets("cifar5", cifar5, 4, 0, tmp_path)
-    assert [(name, tuple(x.shape)) for name, x in sets] == [
+    assert [(name, tuple(x.shape)) for name, x in sets.items()] == [
         (sweep.UNIFORM_NOISE, (4, 3, 32, 32)),
         ("cifar5-ood", (4, 3, 32, 32)),
     ] and notes == []
-    assert 0 <= sets[0][1].min() and sets[0][1].max() <= 1
-    torch.testing.assert_close(sets[1][1], cifar5.ood.x[:4])
+    noise = sets[sweep.UNIFORM_NOISE]
+    assert 0 <= noise.min() and noise.max() <= 1
+    torch.testing.assert_close(sets["cifar5-ood"], cifar5.ood.x[:4])
     monkeypatch.setenv("ROBUSTHYPER_DEBIAN_FASHION_DIR", str(tmp_path / "none"))
     mnist = Dataset(dataset_info("mnist5k"), split(8, (1, 28, 28)), split(8, (1, 28, 28)), None, "fake")
     sets, notes = sweep.ood_sets("mnist5k", mnist, 4, 0, tmp_path)
-    assert [name for name, _ in sets] == [sweep.UNIFORM_NOISE] and "fashion-mnist skipped" in notes[0]
+    assert list(sets) == [sweep.UNIFORM_NOISE] and "fashion-mnist skipped" in notes[0]
 
 
 # ---------------------------------------------------------------- suites
@@ -348,7 +347,7 @@ def test_cli_sweep_writes_the_report_and_resumes(model_store, suite_file, tmp_pa
             "--out", str(out), "--device", "cpu", "--no-ood", "--quiet"]  # fmt: skip
     first = _invoke(*args)
     assert first.exit_code == 0, first.output
-    assert "6 cells computed, 0 reused" in first.output
+    assert "8 cells computed, 0 reused" in first.output  # 2 models x (3 attacks + the probe)
     assert first.output.strip().splitlines()[-1] == str(out / "index.html")
     assert (out / "index.html").is_file() and (out / "results.parquet").is_file()
     meta = json.loads((out / META).read_text())
@@ -358,8 +357,8 @@ def test_cli_sweep_writes_the_report_and_resumes(model_store, suite_file, tmp_pa
     assert "Worst case over attacks" in text and "tiny-mcd" in text
     assert 'id="flags"' in text and "Not checked" not in text and (out / "flags.csv").is_file()
     second = _invoke(*args)
-    assert second.exit_code == 0 and "0 cells computed, 6 reused" in second.output
-    assert "already records 6 cell" in _one_line(_invoke(*args, "--no-resume"))
+    assert second.exit_code == 0 and "0 cells computed, 8 reused" in second.output
+    assert "already records 8 cell" in _one_line(_invoke(*args, "--no-resume"))
 
 
 def test_report_shows_ood(model_store, tmp_path) -> None:
@@ -416,14 +415,14 @@ def test_cli_refuses_foreign_and_incompatible_folders(model_store, tmp_path) -> 
     assert "schema version 99" in _one_line(_bad_sweep(model_store, run_dir))
     assert "schema version 99" in _one_line(_invoke("report", str(run_dir)))
     with pytest.raises(UserError, match="schema version 99"):
-        read_results(run_dir)
+        read_run(run_dir)
     assert sorted(p.name for p in run_dir.rglob("*")) == before
 
 
 def test_cli_report_on_missing_or_unfinished_runs(model_store, tmp_path, monkeypatch) -> None:
     assert "does not exist" in _one_line(_invoke("report", str(tmp_path / "missing")))
     # A sweep killed before its end holds cells but no results yet.
-    monkeypatch.setattr(sweep, "compute_cell", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    monkeypatch.setattr(compute, "attack_cell", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
     with pytest.raises(KeyboardInterrupt):
         _sweep(tmp_path / "killed", model_store)
     assert "holds no results" in _one_line(_invoke("report", str(tmp_path / "killed")))

@@ -14,7 +14,6 @@ from robusthyper.cli.common import (
     DeviceOpt,
     QuietOpt,
     StoreOpt,
-    resolve_device,
     setup_logging,
     user_errors,
 )
@@ -101,6 +100,9 @@ def attack(
         bool, typer.Option("--train", help="Train a recipe whose checkpoint is missing, then attack it.")
     ] = False,
     out: Annotated[Path, typer.Option("--out", help="Folder for reports/<run-id>/.")] = Path("reports"),
+    report: Annotated[
+        bool, typer.Option("--report/--no-report", help="Also write the run's HTML report (index.html).")
+    ] = False,
     run_id: Annotated[
         str | None,
         typer.Option("--run-id", help="Report folder name (default: a UTC timestamp).", show_default=False),
@@ -108,62 +110,31 @@ def attack(
     quiet: QuietOpt = False,
 ) -> None:
     """Attack models with EOT and print clean and robust accuracy, NLL, entropy and mutual information."""
-    import time
+    from robusthyper.run import new_run_id, schema
 
     setup_logging(quiet, "art")  # ART logs every batch's success rate at INFO
-    started = time.perf_counter()
-    # 1. Specs (cheap, and bad input must fail before anything is loaded or written).
+    # Specs first: bad input fails before anything is loaded or written.
     specs = _specs(attack_name, eps, k_attack, eot, {"norm": norm, "steps": steps, "step_size": step_size,
                    "restarts": restarts, "random_init": random_init, "k_eval": k_eval, "seed": seed})  # fmt: skip
     if n <= 0:
         raise UserError(f"--n {n} must be positive")
-    if batch_size <= 0:
-        raise UserError(f"--batch-size {batch_size} must be positive")
-    device_name = resolve_device(device)
+    folder = out / (run_id or new_run_id())
+    if run_id is not None and folder.exists():
+        raise UserError(f"report folder '{folder}' already exists; pass another --run-id")
 
-    # 2. Models and data (the sweep's loader: recipe names, checkpoint folders, module:factory, --train).
-    import torch
+    from robusthyper.evaluate import summary
+    from robusthyper.sweep import run_sweep
 
-    from robusthyper import sanity
-    from robusthyper.data import load_dataset
-    from robusthyper.evaluate import run, summary
-    from robusthyper.loading import load_models
-    from robusthyper.results import writable_root, write_report
-    from robusthyper.sweep import probe_gradients, sanity_flags
-
-    loaded = load_models(model, store=store, data_dir=data_dir, device=device_name, dataset=dataset,
-                         train_missing=train_missing, quiet=quiet)  # fmt: skip
-    data = load_dataset(loaded.dataset, data_dir)
-    if n > len(data.test):
-        raise UserError(f"--n {n} is larger than the {loaded.dataset} test set ({len(data.test)} examples)")
-    if run_id is not None and (out / run_id).exists():
-        raise UserError(f"report folder '{out / run_id}' already exists; pass another --run-id")
-    writable_root(out)  # fail before the long run, not after it
-
-    # 3. Run: the gradient probe first (a fully masked model is evaluated all the same, and flagged).
-    health = probe_gradients(loaded.models, data.test, n, specs[0])
-    torch.manual_seed(specs[0].seed)
-    evaluation = run(loaded.models, specs, data.test, dataset=loaded.dataset, n=n, batch_size=batch_size,
-                     progress=False if quiet else None, gradient_check=False)  # fmt: skip
-    found = sanity_flags(evaluation.results, evaluation.examples, loaded.models, health, loaded.dataset,
-                         specs[0])  # fmt: skip
-    warnings = [str(flag) for flag in found]
-
-    # 4. Write (meta.json carries the flags as warnings; flags.csv beside the results), print.
-    seconds = time.perf_counter() - started
-    meta = {"command": "attack", "argv": sys.argv[1:], "device": device_name,
-            "device_name": torch.cuda.get_device_name() if device_name == "cuda" else "cpu",
-            "torch_threads": torch.get_num_threads(), "seconds": seconds, "models": loaded.meta,
-            "data_source": data.source, **evaluation.settings, "gradient_health": health,
-            "flags": len(found), "warnings": warnings}  # fmt: skip
-    folder = write_report(
-        evaluation.results, meta, out, run_id, evaluation.examples, flags=sanity.flags_to_frame(found)
-    )
+    done = run_sweep(folder, model, specs, dataset=dataset, store=store, data_dir=data_dir, n=n,
+                     batch_size=batch_size, device=device, resume=False, progress=False if quiet else None,
+                     ood=False, train_missing=train_missing, report=report, command="attack",
+                     meta={"argv": sys.argv[1:]})  # fmt: skip
     if not quiet:
-        _print_table(summary(evaluation.results), f"{loaded.dataset}, n={n}")
-    for message in warnings:
+        dataset_name = done.results[schema.DATASET].iloc[0]
+        _print_table(summary(done.results), f"{dataset_name}, n={n}")
+    for message in done.warnings:
         typer.echo(message, err=True)
-    typer.echo(f"wrote {folder} in {seconds:.1f} s")
+    typer.echo(f"wrote {done.run_dir} in {done.meta['seconds']:.1f} s")
 
 
 def _specs(

@@ -14,7 +14,6 @@ from robusthyper.cli.common import (
     DeviceOpt,
     QuietOpt,
     StoreOpt,
-    resolve_device,
     setup_logging,
     user_errors,
 )
@@ -92,7 +91,7 @@ def sweep(
 ) -> None:
     """Run every model under every attack and eps of a suite into one run folder, recording each finished
     cell (a killed sweep resumes where it stopped), then write the HTML report and print its path."""
-    from robusthyper.results import DEFAULT_REPORTS
+    from robusthyper.run.schema import DEFAULT_REPORTS
     from robusthyper.sweep import load_suite, run_sweep
 
     setup_logging(quiet, "art", "matplotlib")
@@ -104,7 +103,7 @@ def sweep(
     run_dir = out if out is not None else Path(DEFAULT_REPORTS) / (run_id or loaded.path.stem)
     extra = {"argv": sys.argv[1:], "suite": str(loaded.path)}
     done = run_sweep(run_dir, model, loaded.specs, dataset=dataset, store=store, data_dir=data_dir,
-                     n=n or loaded.n or 1000, batch_size=batch_size, device=resolve_device(device),
+                     n=n or loaded.n or 1000, batch_size=batch_size, device=device,
                      resume=resume, progress=False if quiet else None, ood=ood, overwrite=overwrite,
                      train_missing=train_missing, meta=extra)  # fmt: skip
     typer.echo(f"{done.computed} cells computed, {done.reused} reused -> {done.run_dir}")

@@ -1,8 +1,9 @@
 """CI robustness gates: check a model's robustness and uncertainty numbers against a policy.
 
     from robusthyper.gate import check, load_policy
+    from robusthyper.run import read_run
     policy, _ = load_policy("robustness.toml")
-    violations = check(results, policy)          # results: the tidy table of robusthyper.evaluate.run
+    violations = check(read_run("reports/my-run"), policy)   # or Run.of(results_table)
 
 `robusthyper gate` (the CLI) runs the policy's evaluation itself through the sweep engine, or checks an
 existing run (`--results`), prints a table of every rule, writes JUnit XML and JSON on request, and exits 0
@@ -35,7 +36,8 @@ from robusthyper.gate.policy import (
     load_policy,
     parse_policy,
 )
-from robusthyper.gate.stats import newcombe, wilson
+from robusthyper.gate.stats import newcombe
+from robusthyper.run.tables import wilson
 
 __all__ = [
     "FLAG_CODES", "Evaluation", "FlagRule", "GateInputError", "GatePolicy", "GateRun", "Rule", "RuleResult", "Violation", "check",
@@ -87,13 +89,11 @@ def run_gate(
         first = next(r for r in policy.rules if r.needs_baseline)
         raise GateInputError(f"rule '{first.label}' compares with a baseline; pass --baseline RUN_DIR")
     if results is not None:
-        tables = runs.read_run(results)
+        numbers = runs.Numbers(runs.read_run(results))
     else:
-        tables = runs.evaluate(policy, source=source, run_dir=run_dir, out=out, store=store, data_dir=data_dir,
-                               device=device, quiet=quiet, report=report)  # fmt: skip
-    checked = evaluate_rules(
-        tables.results, policy, examples=tables.examples, flags=tables.flags,
-        baseline=None if base is None else base.results, baseline_examples=None if base is None else base.examples,
-    )  # fmt: skip
-    return GateRun(checked, source, tables.source, time.perf_counter() - started, tables.computed,
-                   tables.reused, tables.page)  # fmt: skip
+        numbers = runs.evaluate(policy, source=source, run_dir=run_dir, out=out, store=store, data_dir=data_dir,
+                                device=device, quiet=quiet, report=report)  # fmt: skip
+    checked = evaluate_rules(numbers.run, policy, baseline=base)
+    source_path = numbers.run.folder if results is None else Path(results)
+    return GateRun(checked, source, Path(source_path or "."), time.perf_counter() - started, numbers.computed,
+                   numbers.reused, numbers.page)  # fmt: skip

@@ -1,6 +1,7 @@
-"""The pure part of the gate: `check(results, policy) -> list[Violation]`.
+"""The pure part of the gate: `check(run, policy) -> list[Violation]`, a function of a `robusthyper.run.Run`.
 
-`evaluate_rules` finds each rule's rows in a tidy results table (`robusthyper.evaluate.run`), attaches a
+`evaluate_rules` finds each rule's rows in the run's tidy results table (plus the detection AUROCs derived
+from its per-example table, `robusthyper.run.tables.detection_rows`), attaches a
 Wilson 95% interval to every accuracy (over the row's n examples), compares the chosen statistic with the
 threshold, and returns one `RuleResult` per rule. A rule naming a model, attack, eps or metric that the table
 does not hold, or a baseline that cannot be compared, is a `UserError` (exit 2): a gate must never pass
@@ -21,15 +22,13 @@ import numpy as np
 import pandas as pd
 
 from robusthyper.errors import UserError
-from robusthyper.gate.policy import DETECTION_METRICS, FlagRule, GatePolicy, Rule, is_proportion
-from robusthyper.gate.stats import newcombe, wilson
+from robusthyper.gate.policy import FlagRule, GatePolicy, Rule, is_proportion
+from robusthyper.gate.stats import newcombe
+from robusthyper.run import Run
+from robusthyper.run import schema as s
+from robusthyper.run.tables import detection_rows, wilson
 
-REQUIRED = ("model", "attack", "eps", "input", "metric", "value")
-SETTINGS = ("dataset", "n", "norm", "eot", "k_attack", "k_eval", "seed")
-FILTERS = ("norm", "eot", "k_attack", "k_eval", "seed")
 EPS_TOLERANCE = 1e-6
-FLAG_COLUMNS = ("code", "model", "attack", "eps")
-"""Columns of a sanity flags table (flags.csv) that a no-flags rule needs; also severity and message."""
 SHOWN_FLAGS = 5
 """How many flags a failing no-flags rule's one-line message lists (JUnit and JSON carry all)."""
 
@@ -129,49 +128,15 @@ def _plain(value: Any) -> Any:
 # ---------------------------------------------------------------------------------------------- tables
 
 
-def prepare(results: pd.DataFrame, what: str = "results") -> pd.DataFrame:
-    """Check a results table's schema and normalise its types; an incompatible table is a GateInputError."""
-    missing = [c for c in REQUIRED if c not in results.columns]
-    if missing:
-        raise GateInputError(
-            f"the {what} table lacks column(s) {', '.join(missing)}: not a robusthyper results table "
-            "(or an incompatible schema); re-run the evaluation with this robusthyper"
-        )
-    if results.empty:
-        raise GateInputError(f"the {what} table holds no rows")
-    frame = results.copy()
-    frame["value"] = pd.to_numeric(frame["value"], errors="coerce")
-    frame["eps"] = pd.to_numeric(frame["eps"], errors="coerce")
-    for column in ("model", "attack", "input", "metric"):
-        frame[column] = frame[column].astype(str)
-    return frame
-
-
-def with_detection(results: pd.DataFrame, examples: pd.DataFrame | None) -> pd.DataFrame:
-    """Add `detection_auroc_entropy` and `detection_auroc_mi` rows (clean inputs negative, adversarial
-    positive, per model, attack and eps) computed from the per-example table, unless the results hold them."""
-    if examples is None or examples.empty or all(m in set(results["metric"]) for m in DETECTION_METRICS):
+def with_detection(run: Run) -> pd.DataFrame:
+    """The run's results plus `detection_auroc_entropy` / `_mi` rows (clean inputs negative, adversarial
+    positive, per attack cell) derived from its per-example table, unless the results hold them."""
+    results = run.results
+    present = set(results[s.METRIC])
+    if run.examples is None or run.examples.empty or all(m in present for m in s.DETECTION_METRICS):
         return results
-    need = ("model", "attack", "eps", "clean_entropy", "adv_entropy", "clean_mi", "adv_mi")
-    if any(c not in examples.columns for c in need):
-        return results
-    from sklearn.metrics import roc_auc_score
-
-    keys = [c for c in ("model", "attack", "norm", "eps", "k_eval", "seed") if c in examples.columns]
-    datasets = results["dataset"].dropna().unique() if "dataset" in results else []
-    rows = []
-    for key, group in examples.groupby(keys, sort=False, dropna=False):
-        info = dict(zip(keys, key, strict=True))
-        info["model"], info["attack"] = str(info["model"]), str(info["attack"])
-        truth = np.r_[np.zeros(len(group)), np.ones(len(group))]
-        for metric, (neg, pos) in zip(DETECTION_METRICS, [("clean_entropy", "adv_entropy"),
-                                                          ("clean_mi", "adv_mi")], strict=True):  # fmt: skip
-            scores = np.r_[group[neg].to_numpy(float), group[pos].to_numpy(float)]
-            value = float(roc_auc_score(truth, scores)) if np.isfinite(scores).all() else math.nan
-            rows.append({**info, "input": "adversarial", "metric": metric, "value": value, "n": len(group),
-                         **({"dataset": datasets[0]} if len(datasets) == 1 else {})})  # fmt: skip
-    present = set(results["metric"])
-    derived = pd.DataFrame([r for r in rows if r["metric"] not in present])
+    derived = detection_rows(results, run.examples)
+    derived = derived[~derived[s.METRIC].isin(present)]
     return pd.concat([results, derived], ignore_index=True) if len(derived) else results
 
 
@@ -184,8 +149,8 @@ def check_comparable(results: pd.DataFrame, baseline: pd.DataFrame) -> None:
             f"the baseline has a different schema from the results (columns differ: {', '.join(diff[:6])}); "
             "re-run the baseline with this robusthyper"
         )
-    if "dataset" in ours:
-        a, b = sorted(map(str, results["dataset"].unique())), sorted(map(str, baseline["dataset"].unique()))
+    if s.DATASET in ours:
+        a, b = sorted(map(str, results[s.DATASET].unique())), sorted(map(str, baseline[s.DATASET].unique()))
         if a != b:
             raise GateInputError(
                 f"the baseline was evaluated on {', '.join(b)} but the results on {', '.join(a)}; "
@@ -196,11 +161,10 @@ def check_comparable(results: pd.DataFrame, baseline: pd.DataFrame) -> None:
 # ---------------------------------------------------------------------------------------------- matching
 
 
-def _attack_matches(labels: pd.Series, attack: str) -> pd.Series:
-    """'pgd' matches 'pgd-40' and 'pgd-10' (an attack name), 'pgd-40' only itself (a label)."""
+def _attack_matches(rows: pd.DataFrame, attack: str) -> pd.Series:
+    """'pgd' matches 'pgd-40' and 'pgd-10' (a family), 'pgd-40' only itself (a label)."""
     want = attack.strip().lower()
-    lower = labels.str.lower()
-    return (lower == want) | (lower.str.replace(r"-\d+$", "", regex=True) == want)
+    return (rows[s.ATTACK].str.lower() == want) | (rows[s.FAMILY].str.lower() == want)
 
 
 def _known(values: Any) -> str:
@@ -221,7 +185,7 @@ def select(frame: pd.DataFrame, rule: Rule, what: str = "results") -> pd.DataFra
         hint = ""
         if "ood" in rule.metric:
             hint = " (OOD AUROCs come from an evaluation with ood = true)"
-        elif rule.metric in DETECTION_METRICS:
+        elif rule.metric in s.DETECTION_METRICS:
             hint = " (detection AUROCs need the run's per-example table, examples.parquet)"
         raise fail(
             f"metric '{rule.metric}' is not in the {what}; metrics there: {_known(rows['metric'])}{hint}"
@@ -236,7 +200,7 @@ def select(frame: pd.DataFrame, rule: Rule, what: str = "results") -> pd.DataFra
     elif "adversarial" in inputs:
         rows = rows[rows["input"] == "adversarial"]
     if rule.attack is not None:
-        matched = rows[_attack_matches(rows["attack"], rule.attack)]
+        matched = rows[_attack_matches(rows, rule.attack)]
         if matched.empty:
             raise fail(
                 f"attack '{rule.attack}' is not in the {what}; attacks there: {_known(rows['attack'])}"
@@ -247,7 +211,7 @@ def select(frame: pd.DataFrame, rule: Rule, what: str = "results") -> pd.DataFra
         if matched.empty:
             raise fail(f"eps {rule.eps:g} is not in the {what}; eps there: {_known(rows['eps'])}")
         rows = matched
-    for key in FILTERS:
+    for key in s.SETTING_COLUMNS:
         want = getattr(rule, key)
         if want is None:
             continue
@@ -264,21 +228,6 @@ def select(frame: pd.DataFrame, rule: Rule, what: str = "results") -> pd.DataFra
 
 
 # ---------------------------------------------------------------------------------------------- flags
-
-
-def prepare_flags(flags: pd.DataFrame) -> pd.DataFrame:
-    """Check a sanity flags table's columns (flags.csv) and normalise its types."""
-    missing = [c for c in FLAG_COLUMNS if c not in flags.columns]
-    if missing:
-        raise GateInputError(
-            f"the sanity flags table lacks column(s) {', '.join(missing)}: not a robusthyper flags.csv; "
-            "re-run the evaluation with this robusthyper"
-        )
-    frame = flags.copy()
-    for column in ("code", "model", "attack"):
-        frame[column] = frame[column].astype(str)
-    frame["eps"] = pd.to_numeric(frame["eps"], errors="coerce")
-    return frame
 
 
 def _check_flags(rule: FlagRule, frame: pd.DataFrame, flags: pd.DataFrame | None) -> RuleResult:
@@ -379,42 +328,23 @@ def _check_rule(
                       where=_where(now.row, rule))  # fmt: skip
 
 
-def evaluate_rules(
-    results: pd.DataFrame,
-    policy: GatePolicy,
-    *,
-    examples: pd.DataFrame | None = None,
-    baseline: pd.DataFrame | None = None,
-    baseline_examples: pd.DataFrame | None = None,
-    flags: pd.DataFrame | None = None,
-) -> list[RuleResult]:
-    """Every rule of `policy`, checked against `results` (and `baseline` for drop and rise rules; `flags`,
-    the run's sanity flags table, for no-flags rules)."""
-    frame = with_detection(prepare(results), examples)
-    flag_frame = None if flags is None else prepare_flags(flags)
+def evaluate_rules(run: Run, policy: GatePolicy, *, baseline: Run | None = None) -> list[RuleResult]:
+    """Every rule of `policy`, checked against `run` (and `baseline` for drop and rise rules; the run's
+    sanity flags for no-flags rules)."""
+    frame = with_detection(run)
     base = None
     if baseline is not None:
-        base = with_detection(prepare(baseline, "baseline"), baseline_examples)
-        check_comparable(prepare(results), prepare(baseline, "baseline"))
+        base = with_detection(baseline)
+        check_comparable(run.results, baseline.results)
     elif policy.needs_baseline:
         first = next(r for r in policy.rules if r.needs_baseline)
         raise GateInputError(f"rule '{first.label}' compares with a baseline; pass --baseline RUN_DIR")
-    return [_check_rule(rule, frame, base, flag_frame) for rule in policy.rules]
+    return [_check_rule(rule, frame, base, run.flags) for rule in policy.rules]
 
 
-def check(
-    results: pd.DataFrame,
-    policy: GatePolicy,
-    *,
-    examples: pd.DataFrame | None = None,
-    baseline: pd.DataFrame | None = None,
-    baseline_examples: pd.DataFrame | None = None,
-    flags: pd.DataFrame | None = None,
-) -> list[Violation]:
-    """The rules of `policy` that `results` break (empty: the gate passes)."""
-    checked = evaluate_rules(results, policy, examples=examples, baseline=baseline,
-                             baseline_examples=baseline_examples, flags=flags)  # fmt: skip
-    return violations(checked)
+def check(run: Run, policy: GatePolicy, *, baseline: Run | None = None) -> list[Violation]:
+    """The rules of `policy` that `run` breaks (empty: the gate passes)."""
+    return violations(evaluate_rules(run, policy, baseline=baseline))
 
 
 def violations(checked: Sequence[RuleResult]) -> list[Violation]:

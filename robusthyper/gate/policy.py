@@ -42,6 +42,7 @@ from pydantic import Discriminator, Field, Tag, ValidationError, field_validator
 
 from robusthyper.config import StrictModel, format_validation_error
 from robusthyper.errors import ConfigError, UserError
+from robusthyper.run import schema as s
 
 PYPROJECT_TABLE = ("tool", "robusthyper", "gate")
 DEFAULT_POLICY = "robustness.toml"
@@ -50,11 +51,7 @@ PROPORTION_METRICS = ("accuracy",)
 """Metrics that are a share of the n examples: they get a Wilson interval and thresholds in [0, 1]."""
 AUROC_SUFFIX = "auroc"
 """Metrics whose name contains this are AUROCs: thresholds in [0, 1], no interval."""
-DETECTION_METRICS = ("detection_auroc_entropy", "detection_auroc_mi")
-"""Derived from the per-example table when a results table lacks them (clean vs adversarial inputs)."""
 
-OOD_ATTACK = "ood"
-"""The attack label of the sweep's OOD rows (metrics ood_auroc_entropy, ood_auroc_mi; input = the OOD set)."""
 
 FLAG_CODES: tuple[str, ...] = (
     "non-monotone",
@@ -184,7 +181,7 @@ class Rule(StrictModel):
     def label(self) -> str:
         if self.name:
             return self.name
-        where = [self.model, self.input if self.input in ("clean", OOD_ATTACK) else (self.attack or "")]
+        where = [self.model, self.input if self.input in (s.CLEAN, s.OOD) else (self.attack or "")]
         where = [w for w in where if w]
         if self.eps is not None:
             where.append(f"eps={self.eps:g}")

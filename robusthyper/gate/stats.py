@@ -1,30 +1,9 @@
-"""Intervals for the gate: Wilson's score interval for a share of n examples, and Newcombe's hybrid score
-interval for the difference of two shares (a drop against a baseline)."""
+"""Newcombe's hybrid score interval for the difference of two shares (a drop against a baseline), from the
+Wilson intervals of each (`robusthyper.run.tables.wilson`)."""
 
 from __future__ import annotations
 
 import math
-
-Z95 = 1.959963984540054
-"""The 97.5% quantile of the standard normal: a two-sided 95% interval."""
-
-
-def wilson(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """Wilson (1927) score interval for a binomial proportion successes / n (95% by default).
-
-    Unlike the normal (Wald) interval it stays inside [0, 1] and keeps its coverage near 0 and 1, where robust
-    accuracies often lie.
-    """
-    if n <= 0:
-        raise ValueError(f"n = {n}: an interval needs at least one example")
-    if not 0 <= successes <= n:
-        raise ValueError(f"successes = {successes} is outside [0, n = {n}]")
-    p = successes / n
-    z2 = z * z
-    denom = 1 + z2 / n
-    centre = (p + z2 / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def newcombe(p1: float, ci1: tuple[float, float], p2: float, ci2: tuple[float, float]) -> tuple[float, float]:

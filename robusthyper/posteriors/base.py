@@ -52,6 +52,11 @@ class Posterior(nn.Module):
     def from_spec(cls, spec: NetSpec, info: DatasetInfo, options: Any) -> Posterior:
         return cls(cls.build_net(spec, info, options), options)
 
+    def samples(self, k: int) -> int:
+        """How many of `k` requested samples are worth drawing: a point estimate has only one. The one place
+        that decides K = 1 for a point estimate (the ensemble evaluates that many, a plan records it)."""
+        return k if self.stochastic else 1
+
     def sample_params(self, k: int, generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """K samples of the stochastic parameters, `{name: [K, *shape]}` (empty when none are sampled)."""
         return {}

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from robusthyper.errors import UserError
-from robusthyper.files import write_atomic
+from robusthyper.files import ensure_writable, write_atomic
+from robusthyper.run import schema as s
 
 if TYPE_CHECKING:  # the CLI imports this package; pandas and matplotlib load only when a page is built
     import pandas as pd
@@ -48,18 +48,6 @@ def _output_path(run_dir: Path, out: Path | str | None) -> Path:
     return out / INDEX if folder_like or out.is_dir() else out
 
 
-def _ensure_dir(folder: Path, what: str) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as err:
-        reason = err.strerror or type(err).__name__
-        raise UserError(
-            f"cannot write the report's {what} in '{folder}' ({reason}); pass --out PATH"
-        ) from None
-
-
 def _drop_flag_duplicates(warnings: list[str], flags: pd.DataFrame | None) -> list[str]:
     """The run's recorded warnings without those that repeat a sanity flag shown in the flags table (a
     sweep records every flag in meta.json's `warnings` too; the page shows each once, in the table)."""
@@ -81,9 +69,22 @@ def build(run_dir: Path | str, out: Path | str | None = None, *, title: str | No
     """
     from robusthyper.report import data as d
     from robusthyper.report import html, plots
+    from robusthyper.run import read_run
 
     run_dir = Path(run_dir)
-    run = d.load_run(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"'{run_dir}' is not a folder; pass a run folder such as reports/<run-id>")
+    run = read_run(run_dir)
+    warnings = list(run.notes)
+
+    def warn(message: str) -> None:
+        log.warning("%s", message)
+        warnings.append(message)
+
+    if not run.meta:
+        warn("no meta.json in the run folder: the environment is unknown")
+    if run.examples is None and not run.notes:
+        warn("no per-example table (examples.parquet): detection AUROC and reliability diagrams are skipped")
     page = _output_path(run_dir, out)
     models = d.models(run.results)
     colors = plots.palette(models)
@@ -93,14 +94,10 @@ def build(run_dir: Path | str, out: Path | str | None = None, *, title: str | No
     flags = d.sanity_flags(run)
     recorded = meta.get("warnings")  # warnings the run itself recorded (e.g. a non-monotone accuracy curve)
     if isinstance(recorded, list):
-        run.warnings[:0] = _drop_flag_duplicates([str(w) for w in recorded], flags)
+        warnings[:0] = _drop_flag_duplicates([str(w) for w in recorded], flags)
 
-    examples = main_examples = None
-    if run.examples is not None:
-        examples, notes = d.with_k_attack(run.examples, results)
-        for note in notes:
-            run.warn(note)
-        main_examples = d.main_examples(examples, results)
+    examples = run.examples
+    main_examples = None if examples is None else d.main_examples(examples, results)
 
     sections: list[Section] = []
 
@@ -116,14 +113,14 @@ def build(run_dir: Path | str, out: Path | str | None = None, *, title: str | No
 
     plot = plots.robust_accuracy(main, colors)
     if plot is None:
-        run.warn("the results hold no adversarial accuracy rows: the robust accuracy plot is skipped")
+        warn("the results hold no adversarial accuracy rows: the robust accuracy plot is skipped")
     else:
         add("robust_accuracy", plot.title, plot)
     worst = d.worst_case(results)
     plot = plots.worst_case(worst, colors)
     if plot is not None or not worst.empty:
         add("worst_case", "Worst case over attacks", plot,
-            [html.Table("", worst.rename(columns={d.VALUE: "robust accuracy"}))])  # fmt: skip
+            [html.Table("", worst.rename(columns={s.VALUE: "robust accuracy"}))])  # fmt: skip
 
     study = d.eot_study(results)
     if not study.empty:
@@ -150,12 +147,12 @@ def build(run_dir: Path | str, out: Path | str | None = None, *, title: str | No
         detection = d.detection(main_examples, main)
         plot = plots.detection(detection, main, colors)
         if plot is None:
-            run.warn("no adversarial examples with ε > 0: the detection AUROC plot is skipped")
+            warn("no adversarial examples with ε > 0: the detection AUROC plot is skipped")
         tables: list[Table] = []
         if not detection.empty:
             wide = detection.pivot_table(index=[c for c in detection.columns if c not in
-                                                ("score", "subset", d.VALUE, "n_positive")],
-                                         columns=["score", "subset"], values=d.VALUE, sort=False)  # fmt: skip
+                                                ("score", "subset", s.VALUE, "n_positive")],
+                                         columns=["score", "subset"], values=s.VALUE, sort=False)  # fmt: skip
             wide.columns = [f"AUROC {score} ({subset})" for score, subset in wide.columns]
             tables.append(html.Table("", wide.reset_index().rename(columns={"panel": "attack"})))
         if plot is not None or tables:
@@ -163,9 +160,9 @@ def build(run_dir: Path | str, out: Path | str | None = None, *, title: str | No
         plot = plots.reliability(main_examples, models, colors)
         if plot is not None:
             add(plot.name, plot.title, plot)
-            if d.CLEAN_CONFIDENCE not in main_examples.columns:
-                run.warn(
-                    f"the per-example table has no '{d.CLEAN_CONFIDENCE}' column: the reliability panels "
+            if s.CLEAN_CONFIDENCE not in main_examples.columns:
+                warn(
+                    f"the per-example table has no '{s.CLEAN_CONFIDENCE}' column: the reliability panels "
                     "show accuracy per entropy bin, not per confidence bin"
                 )
     plot = plots.ood(ood, colors)
@@ -176,13 +173,13 @@ def build(run_dir: Path | str, out: Path | str | None = None, *, title: str | No
     add("settings", "Settings", None, [html.Table("", d.settings(results))])
     figures = [f for section in sections for f in section.figures]
 
-    summary = [("models", ", ".join(models)), ("attacks", ", ".join(dict.fromkeys(results[d.ATTACK])))]
+    summary = [("models", ", ".join(models)), ("attacks", ", ".join(dict.fromkeys(results[s.ATTACK])))]
     for key in ("dataset", "n"):
         if key in results.columns:
             summary.append((key, ", ".join(str(v) for v in dict.fromkeys(results[key]))))
     if not ood.empty:
-        summary.append(("OOD sets", ", ".join(dict.fromkeys(ood[d.INPUT]))))
-    summary.append(("ε grid", ", ".join(f"{v:g}" for v in sorted(set(results[d.EPS].dropna())))))
+        summary.append(("OOD sets", ", ".join(dict.fromkeys(ood[s.INPUT]))))
+    summary.append(("ε grid", ", ".join(f"{v:g}" for v in sorted(set(results[s.EPS].dropna())))))
     for key in ("run_id", "command", "device", "written"):
         if key in meta:
             summary.append((key, str(meta[key])))
@@ -195,15 +192,15 @@ def build(run_dir: Path | str, out: Path | str | None = None, *, title: str | No
         sections=sections,
         meta=_environment(meta),
         seeds=d.seeds(results, meta),
-        warnings=run.warnings,
+        warnings=warnings,
         files=files,
         flags=flags,
     )
 
-    _ensure_dir(page.parent, "page")
+    ensure_writable(page.parent, "pass --out PATH for the report's page")
     figure_dir = page.parent / FIGURES
     if figures:
-        _ensure_dir(figure_dir, "figures")
+        ensure_writable(figure_dir, "pass --out PATH for the report's figures")
     try:
         for plot in figures:
             write_atomic(figure_dir / f"{plot.name}.png", plot.png)
@@ -227,9 +224,7 @@ def _environment(meta: dict[str, Any]) -> dict[str, Any]:
 
 
 def _eot_text(study: pd.DataFrame) -> list[str]:
-    from robusthyper.report import data as d
-
-    eot = ", ".join(str(v) for v in dict.fromkeys(study[d.EOT].dropna())) if d.EOT in study else ""
+    eot = ", ".join(str(v) for v in dict.fromkeys(study[s.EOT].dropna())) if s.EOT in study else ""
     mode = f" (EOT mode: {eot})" if eot else ""
     return [
         f"Robust accuracy of the same attack at the same ε as K_attack, the number of posterior samples "
@@ -267,9 +262,7 @@ def _detection_text(meta: dict[str, Any]) -> list[str]:
 
 
 def _paper_text(paper: pd.DataFrame) -> list[str]:
-    from robusthyper.report import data as d
-
-    missing = sorted({float(e) for e in paper[paper["strong"].isna()][d.EPS]})
+    missing = sorted({float(e) for e in paper[paper["strong"].isna()][s.EPS]})
     text = [
         "Robust accuracy under each paper's own protocol beside the strong protocol's at the same model and "
         "ε. The strong number is the per-example worst case over every strong attack the run recorded at "

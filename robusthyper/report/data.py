@@ -1,200 +1,74 @@
-"""Reading a run folder for the report, and the tidy frames every plot and table is drawn from.
-
-Every column name the report relies on is defined here, in one place, so a change in
-`robusthyper.evaluate`'s tables is a change of one constant. Frames stay long (tidy) so that seaborn plots
-them without reshaping.
+"""The tidy frames every plot and table of the report is drawn from, as functions of a run's tables
+(`robusthyper.run.Run`; its column names come from `robusthyper.run.schema`). Frames stay long (tidy) so
+that seaborn plots them without reshaping.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import re
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from robusthyper.errors import UserError
+from robusthyper.run import Run
+from robusthyper.run.schema import (
+    ACCURACY,
+    ADV_CORRECT,
+    ADVERSARIAL,
+    ATTACK,
+    CLEAN,
+    CLEAN_CONFIDENCE,
+    CLEAN_CORRECT,
+    CLEAN_ENTROPY,
+    EOT,
+    EPS,
+    FAMILY,
+    INDEX,
+    INPUT,
+    K_ATTACK,
+    K_EVAL,
+    METRIC,
+    MODEL,
+    NORM,
+    OOD,
+    PROTOCOL,
+    RESTARTS,
+    SEED,
+    STRONG,
+    VALUE,
+    WORST_CASE,
+)
+from robusthyper.run.schema import N as N_COLUMN
+from robusthyper.run.tables import detection_aurocs, with_wilson
 
 log = logging.getLogger(__name__)
 
-# ---------------------------------------------------------------- column names (the report's whole contract)
-
-MODEL, ATTACK, EPS, INPUT, METRIC, VALUE = "model", "attack", "eps", "input", "metric", "value"
-NORM, EOT, K_ATTACK, K_EVAL, SEED = "norm", "eot", "k_attack", "k_eval", "seed"
-REQUIRED_RESULTS = (MODEL, ATTACK, EPS, INPUT, METRIC, VALUE)
-"""Without these the results table cannot be read at all (an incompatible schema)."""
+ENTROPY = "entropy"
 VARIANT_COLUMNS = (NORM, EOT, K_ATTACK)
 """Optional settings that, when they take several values, split an attack into separate curves."""
-
-CLEAN, ADVERSARIAL = "clean", "adversarial"
-ACCURACY, ENTROPY, MI = "accuracy", "entropy", "mutual_information"
-WORST_CASE = "worst-case"
-"""The attack label `robusthyper.evaluate` gives the per-example worst case over attacks."""
-PROTOCOL = "protocol"
-STRONG = "strong"
-"""`protocol` of every attack but the papers' own (weak) ones ('paper-bhn', 'paper-bbh')."""
-PAPER_PREFIX = "paper-"
-"""Attack labels of the papers' protocols start with it (`paper-bhn-fgsm`, `paper-bbh-fgsm`)."""
 PGD, ADAPTIVE = "pgd", "pgd-adaptive"
-"""Attack families (labels without their step count) of plain PGD and of the adaptive PGD."""
-N_COLUMN, RESTARTS = "n", "restarts"
+"""Attack families of plain PGD and of the adaptive PGD (the detection-aware comparison)."""
 DETECTION_FPR = 0.05
 """False-positive rate on clean inputs at which the detection-aware tables set the flag threshold."""
-Z95 = 1.959963984540054
-OOD = "ood"
-"""The attack label of `robusthyper.sweep`'s OOD rows: `input` names the OOD set, `eps` is NaN, `metric` is
-`ood_auroc_entropy`, `ood_auroc_mi` (in-distribution vs OOD inputs) or the mean score on OOD inputs."""
 OOD_COLUMNS = {"ood_auroc_entropy": "AUROC entropy", "ood_auroc_mi": "AUROC MI",
                "ood_entropy": "mean OOD entropy", "ood_mi": "mean OOD MI"}  # fmt: skip
-
-# Per-example table (examples.parquet / examples.csv).
-INDEX = "index"
-CLEAN_CORRECT, ADV_CORRECT = "clean_correct", "adv_correct"
-CLEAN_ENTROPY, ADV_ENTROPY = "clean_entropy", "adv_entropy"
-CLEAN_MI, ADV_MI = "clean_mi", "adv_mi"
-CLEAN_CONFIDENCE = "clean_confidence"
-"""Optional: max_c p̄_c on the clean input. With it the reliability diagram is the real one; without it the
-report falls back to accuracy per bin of predictive entropy."""
-REQUIRED_EXAMPLES = (MODEL, ATTACK, EPS, INDEX, CLEAN_CORRECT, ADV_CORRECT, CLEAN_ENTROPY, ADV_ENTROPY,
-                     CLEAN_MI, ADV_MI)  # fmt: skip
-
-SCHEMA_KEYS = ("schema_version", "results_schema_version")
-"""Keys of meta.json that may carry the results schema version (`robusthyper.results.SCHEMA_VERSION`)."""
-SUPPORTED_SCHEMA = 1
-
-RESULTS_FILES = ("results.parquet", "results.csv")
-EXAMPLES_FILES = ("examples.parquet", "examples.csv")
-META_FILE = "meta.json"
-FLAGS_FILE = "flags.csv"
-FLAG_COLUMNS = ("code", "severity", "model", "attack", "eps", "message")
-"""The columns of a sweep's flags.csv (`robusthyper.sanity.flags_to_frame`) the report shows."""
-
+SCORE_LABELS = {"entropy": "entropy", "mi": "MI"}
+"""How the page names the detection scores."""
 RELIABILITY_BINS = 10
-
-
-@dataclass
-class Run:
-    """A run folder's tables, read and checked: `results` (tidy), `examples` (per example, or None) and
-    `meta` (meta.json, {} when absent); `warnings` collects what the report should show."""
-
-    folder: Path
-    results: pd.DataFrame
-    examples: pd.DataFrame | None
-    meta: dict[str, Any]
-    warnings: list[str] = field(default_factory=list)
-
-    def warn(self, message: str) -> None:
-        log.warning("%s", message)
-        self.warnings.append(message)
-
-
-def _read_table(path: Path) -> pd.DataFrame:
-    try:
-        return pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
-    except Exception as err:  # noqa: BLE001 - any unreadable file is the user's to replace
-        raise UserError(
-            f"cannot read '{path}' ({type(err).__name__}); is it a robusthyper results file?"
-        ) from None
-
-
-def _schema_version() -> int:
-    """The schema `robusthyper.results` writes, if it declares one, else the one this report reads."""
-    from robusthyper import results
-
-    return int(getattr(results, "SCHEMA_VERSION", SUPPORTED_SCHEMA))
-
-
-def load_run(folder: Path | str) -> Run:
-    """Read and check a run folder; a missing folder, no results, or an incompatible schema is a UserError."""
-    folder = Path(folder)
-    if not folder.exists():
-        raise UserError(f"run folder '{folder}' does not exist; pass a folder under reports/")
-    if not folder.is_dir():
-        raise UserError(f"'{folder}' is not a folder; pass a run folder such as reports/<run-id>")
-    meta: dict[str, Any] = {}
-    meta_path = folder / META_FILE
-    if meta_path.is_file():
-        try:
-            loaded = json.loads(meta_path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise UserError(f"'{meta_path}' is not valid JSON ({err}); re-run the sweep") from None
-        if not isinstance(loaded, dict):
-            raise UserError(f"'{meta_path}' does not hold a JSON object; re-run the sweep")
-        meta = loaded
-    for key in SCHEMA_KEYS:
-        if key in meta and meta[key] != _schema_version():
-            raise UserError(
-                f"'{folder}' holds results of schema version {meta[key]!r}; this robusthyper reads version "
-                f"{_schema_version()}; re-run the sweep or use the robusthyper that wrote it"
-            )
-    path = next((folder / name for name in RESULTS_FILES if (folder / name).is_file()), None)
-    if path is None:
-        raise UserError(f"'{folder}' holds no {' or '.join(RESULTS_FILES)}; is it a run folder?")
-    results = _read_table(path)
-    missing = [c for c in REQUIRED_RESULTS if c not in results.columns]
-    if missing:
-        raise UserError(
-            f"'{path}' lacks column(s) {', '.join(missing)}: an incompatible results schema; "
-            "re-run the sweep with this robusthyper"
-        )
-    if results.empty:
-        raise UserError(f"'{path}' holds no rows; the run produced no results")
-    results = results.copy()
-    results[VALUE] = pd.to_numeric(results[VALUE], errors="coerce")
-    results[EPS] = pd.to_numeric(results[EPS], errors="coerce")
-    for column in (MODEL, ATTACK, INPUT, METRIC):
-        results[column] = results[column].astype(str)
-    run = Run(folder, results, None, meta)
-    if not meta:
-        run.warn(f"no {META_FILE} in the run folder: the environment is unknown")
-    ex_path = next((folder / name for name in EXAMPLES_FILES if (folder / name).is_file()), None)
-    if ex_path is None:
-        run.warn(
-            "no per-example table (examples.parquet): detection AUROC and reliability diagrams are skipped"
-        )
-    else:
-        examples = _read_table(ex_path)
-        missing = [c for c in REQUIRED_EXAMPLES if c not in examples.columns]
-        if missing:
-            run.warn(
-                f"{ex_path.name} lacks column(s) {', '.join(missing)}: detection AUROC and reliability "
-                "diagrams are skipped"
-            )
-        else:
-            examples = examples.copy()
-            examples[MODEL] = examples[MODEL].astype(str)
-            examples[ATTACK] = examples[ATTACK].astype(str)
-            run.examples = examples
-    return run
 
 
 # ---------------------------------------------------------------- frames for the plots and tables
 
 
 def sanity_flags(run: Run) -> pd.DataFrame | None:
-    """The run's sanity flags (flags.csv, errors first), or None when the run recorded none (an older run
-    or a single `attack`); an unreadable file is a warning on the page, not a failure."""
-    path = run.folder / FLAGS_FILE
-    if not path.is_file():
+    """The run's sanity flags, errors first, or None when the run recorded none (a run folder of an older
+    robusthyper)."""
+    if run.flags is None:
         return None
-    try:
-        frame = pd.read_csv(path, dtype={"code": str, "severity": str, "model": str, "attack": str,
-                                         "message": str})  # fmt: skip
-    except Exception as err:  # noqa: BLE001 - a broken flags file must not cost the whole page
-        run.warn(f"cannot read '{path}' ({type(err).__name__}): the sanity flags are not shown")
-        return None
-    missing = [c for c in FLAG_COLUMNS if c not in frame.columns]
-    if missing:
-        run.warn(f"'{path}' lacks the column(s) {', '.join(missing)}: the sanity flags are not shown")
-        return None
-    frame = frame[list(FLAG_COLUMNS)]
-    order = (frame["severity"] != "error").to_numpy()
-    return frame.iloc[np.argsort(order, kind="stable")].reset_index(drop=True)
+    order = (run.flags["severity"] != "error").to_numpy()
+    return run.flags.iloc[np.argsort(order, kind="stable")].reset_index(drop=True)
 
 
 def models(results: pd.DataFrame) -> list[str]:
@@ -280,25 +154,9 @@ def detection(examples: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
     """Detection AUROC (clean negatives vs adversarial positives), scored by entropy and by MI, per (model,
     panel, eps), on all adversarial examples and on successful ones only (clean correct, adversarial wrong).
     Columns: model, panel, eps, score, subset, value, n_positive."""
-    import torch
-
-    from robusthyper.metrics import auroc
-
     frame = add_panel(examples[examples[ATTACK] != WORST_CASE], reference)
-    keys = _curve_keys(frame) + [EPS]
-    rows = []
-    for key, group in frame.groupby(keys, sort=False):
-        info = dict(zip(keys, key, strict=True))
-        success = group[CLEAN_CORRECT].astype(bool) & ~group[ADV_CORRECT].astype(bool)
-        for score, (neg, pos) in {"entropy": (CLEAN_ENTROPY, ADV_ENTROPY), "MI": (CLEAN_MI, ADV_MI)}.items():
-            negatives = torch.tensor(group[neg].to_numpy(dtype=float))
-            for subset, mask in (("all", np.ones(len(group), bool)), ("successful", success.to_numpy())):
-                positives = torch.tensor(group[pos].to_numpy(dtype=float)[mask])
-                value = auroc(negatives, positives) if len(positives) else float("nan")
-                rows.append(
-                    {**info, "score": score, "subset": subset, VALUE: value, "n_positive": len(positives)}
-                )
-    return pd.DataFrame(rows)
+    table = detection_aurocs(frame, by=[*_curve_keys(frame), EPS])
+    return table.assign(score=table["score"].map(SCORE_LABELS))
 
 
 def reliability(examples: pd.DataFrame, model: str, n_bins: int = RELIABILITY_BINS) -> dict[str, Any]:
@@ -397,17 +255,9 @@ def seeds(results: pd.DataFrame, meta: dict[str, Any]) -> list[str]:
 # ---------------------------------------------------------------- honest evaluation: EOT, adaptive, papers
 
 
-def family(label: Any) -> str:
-    """An attack label without its step count: 'pgd-40' -> 'pgd', 'pgd-adaptive-20' -> 'pgd-adaptive'."""
-    return re.sub(r"-\d+$", "", str(label))
-
-
 def is_paper(frame: pd.DataFrame) -> pd.Series:
-    """Rows of the papers' own protocols: `protocol` other than 'strong', or (older runs) a 'paper-' label."""
-    by_label = frame[ATTACK].astype(str).str.startswith(PAPER_PREFIX)
-    if PROTOCOL not in frame.columns:
-        return by_label
-    return (frame[PROTOCOL].fillna(STRONG).astype(str) != STRONG) | by_label
+    """Rows of the papers' own protocols (`protocol` other than 'strong')."""
+    return frame[PROTOCOL].astype(str) != STRONG
 
 
 def _present(frame: pd.DataFrame, columns: tuple[str, ...]) -> list[str]:
@@ -460,85 +310,14 @@ def main_grid(results: pd.DataFrame) -> pd.DataFrame:
     return rows.drop_duplicates(subset=same).reset_index(drop=True)
 
 
-def with_k_attack(examples: pd.DataFrame, results: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
-    """The per-example table with a `k_attack` column, and warnings.
-
-    Runs whose examples lack the column (it is not in `robusthyper.evaluate`'s per-example table) record
-    several K_attack of one (model, attack, eps) as consecutive blocks of n rows, in the same order as their
-    result rows. Each block is matched to its result row and checked: its mean `adv_correct` must equal that
-    row's robust accuracy. Blocks that cannot be matched are left out (a mixture of K_attack would blur
-    every per-example number) and a warning says so; without `k_attack` in the results it stays NaN. Of
-    blocks with the same K (a deterministic net records K_attack = 1 for every K of an EOT study) the first
-    recorded, the main grid's, is kept.
-    """
-    if K_ATTACK in examples.columns:
-        return examples, []
-    out = np.full(len(examples), np.nan)
-    unmatched = np.zeros(len(examples), dtype=bool)
-    warnings: list[str] = []
-    keys = [c for c in (MODEL, ATTACK, NORM, EPS, K_EVAL, SEED) if c in examples.columns and c in results]
-    acc = results[(results[METRIC] == ACCURACY) & (results[INPUT] == ADVERSARIAL)]
-    if K_ATTACK not in acc.columns or examples.empty:
-        return examples.assign(**{K_ATTACK: out}), warnings
-    lookup = {key: (list(group[K_ATTACK]), list(group[VALUE]))
-              for key, group in acc.groupby(keys, sort=False, dropna=False)}  # fmt: skip
-    correct = examples[ADV_CORRECT].to_numpy(dtype=float)
-    index = examples[INDEX].to_numpy()
-    for key, positions in examples.groupby(keys, sort=False, dropna=False).indices.items():
-        ks, values = lookup.get(key, ([], []))
-        if not ks:
-            continue
-        if len(ks) == 1:
-            out[positions] = ks[0]
-            continue
-        size, rest = divmod(len(positions), len(ks))
-        blocks = [positions[i * size : (i + 1) * size] for i in range(len(ks))]
-        if not rest and all(len(np.unique(index[b])) == size and abs(correct[b].mean() - v) < 1e-9
-                            for b, v in zip(blocks, values, strict=True)):  # fmt: skip
-            seen: set[Any] = set()
-            for block, k in zip(blocks, ks, strict=True):
-                out[block] = k
-                # The same K twice (a deterministic net records K_attack = 1 for every K of a study): the
-                # first block, from the main grid, stands for them all.
-                unmatched[block] = k in seen
-                seen.add(k)
-        else:
-            unmatched[positions] = True
-            info = dict(zip(keys, key, strict=True))
-            warnings.append(
-                f"the per-example rows of {info.get(MODEL)} {info.get(ATTACK)} eps={_fmt(info.get(EPS))} "
-                f"cannot be matched to their K_attack ({', '.join(_fmt(k) for k in ks)}): the detection "
-                "tables and AUROCs leave them out"
-            )
-    return examples.assign(**{K_ATTACK: out})[~unmatched].reset_index(drop=True), warnings
-
-
 def main_examples(examples: pd.DataFrame, results: pd.DataFrame) -> pd.DataFrame:
-    """The per-example rows of `main_grid` (examples with `k_attack`, from `with_k_attack`)."""
+    """The per-example rows of `main_grid`."""
     rows = examples[~is_paper(examples)]
     drop = study_points(results[~is_paper(results)])
     drop = drop[[c for c in drop.columns if c in rows.columns]]
     rows = _drop_matching(rows, drop)
     same = _present(rows, (MODEL, ATTACK, NORM, EPS, K_EVAL, SEED, K_ATTACK, INDEX))
     return rows.drop_duplicates(subset=same).reset_index(drop=True)
-
-
-def wilson(successes: float, n: float, z: float = Z95) -> tuple[float, float]:
-    """Wilson score 95% interval of a binomial proportion (NaN, NaN when n is unknown or 0)."""
-    if not n or not math.isfinite(n) or n <= 0:
-        return math.nan, math.nan
-    p = min(max(successes / n, 0.0), 1.0)
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def _with_wilson(frame: pd.DataFrame) -> pd.DataFrame:
-    n = frame[N_COLUMN] if N_COLUMN in frame.columns else pd.Series(np.nan, index=frame.index)
-    bounds = [wilson(round(v * m), m) if pd.notna(m) else (math.nan, math.nan)
-              for v, m in zip(frame[VALUE], pd.to_numeric(n, errors="coerce"), strict=True)]  # fmt: skip
-    return frame.assign(lo=[b[0] for b in bounds], hi=[b[1] for b in bounds])
 
 
 def eot_study(results: pd.DataFrame) -> pd.DataFrame:
@@ -561,7 +340,7 @@ def eot_study(results: pd.DataFrame) -> pd.DataFrame:
     if N_COLUMN in rows.columns:
         agg[N_COLUMN] = (N_COLUMN, "max")
     rows = rows.groupby([*study, MODEL, K_ATTACK], dropna=False, sort=False).agg(**agg).reset_index()
-    rows = _with_wilson(rows)
+    rows = with_wilson(rows)
     many = [c for c in (NORM, EOT, K_EVAL, SEED) if c in rows.columns and rows[c].nunique(dropna=True) > 1]
     label = rows[ATTACK].astype(str) + " at ε=" + rows[EPS].map(_fmt)
     for column in many:
@@ -596,18 +375,19 @@ def eot_table(study: pd.DataFrame) -> pd.DataFrame:
     return frame[[*front, *ks, "largest − smallest K", "last step"]]
 
 
-def _adaptive_partner(label: str, labels: list[str]) -> str | None:
-    """The plain PGD label to compare adaptive `label` with: same steps if recorded, else the first PGD."""
+def _adaptive_partner(label: str, families: dict[str, str]) -> str | None:
+    """The plain PGD label to compare adaptive `label` with: same steps if recorded, else the first PGD
+    (`families`: label -> family of every attack recorded)."""
     same = label.replace(ADAPTIVE, PGD, 1)
-    if same in labels:
+    if same in families:
         return same
-    return next((other for other in labels if family(other) == PGD), None)
+    return next((other for other, family in families.items() if family == PGD), None)
 
 
 def detection_aware(examples: pd.DataFrame, fpr: float = DETECTION_FPR) -> pd.DataFrame:
     """Detection-aware robust accuracy (`robusthyper.attacks.adaptive.detection_table`) of the adaptive PGD
     and of plain PGD at the same (model, norm, eps, K_eval, seed, K_attack where possible), by MI and by
-    entropy. `examples` needs `k_attack` (`with_k_attack`). Long: model, norm, eps, score, kind
+    entropy. Long: model, norm, eps, score, kind
     ('pgd' / 'adaptive'), attack, k_attack, robust_acc, detection_aware_acc, flagged, threshold, n."""
     from robusthyper.attacks.adaptive import detection_table
 
@@ -616,15 +396,14 @@ def detection_aware(examples: pd.DataFrame, fpr: float = DETECTION_FPR) -> pd.Da
     examples = examples[examples[ATTACK] != WORST_CASE]
     same = _present(examples, (MODEL, ATTACK, NORM, EPS, K_EVAL, SEED, K_ATTACK, INDEX))
     examples = examples.drop_duplicates(subset=same)
-    fam = examples[ATTACK].map(family)
-    adaptive = examples[fam == ADAPTIVE]
+    adaptive = examples[examples[FAMILY] == ADAPTIVE]
     if adaptive.empty:
         return pd.DataFrame()
-    labels = list(dict.fromkeys(examples[ATTACK]))
+    families = dict(zip(examples[ATTACK], examples[FAMILY], strict=True))
     keys = _present(examples, (MODEL, NORM, EPS, K_EVAL, SEED))
     out = []
     for (label, k), group in adaptive.groupby([ATTACK, K_ATTACK], sort=False, dropna=False):
-        partner = _adaptive_partner(str(label), labels)
+        partner = _adaptive_partner(str(label), families)
         pieces = [("adaptive", group)]
         if partner is not None:
             plain = examples[examples[ATTACK] == partner].merge(group[keys].drop_duplicates(), on=keys)
@@ -735,8 +514,7 @@ def paper_vs_strong(results: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame()
     if NORM not in paper.columns:
         paper = paper.assign(**{NORM: "?"})
-    protocol = paper[PROTOCOL] if PROTOCOL in paper.columns else paper[ATTACK].map(family)
-    paper = paper.assign(protocol=protocol.fillna(paper[ATTACK].map(family)).astype(str))
+    paper = paper.assign(protocol=paper[PROTOCOL].astype(str))
     keys = [MODEL, NORM, EPS]
     paper = paper.groupby(["protocol", ATTACK, *keys], sort=False, as_index=False)[VALUE].mean()
     strong = worst_case(results).rename(columns={VALUE: "strong", "source": "strong_source",

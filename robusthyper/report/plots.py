@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from robusthyper.report import data as d
+from robusthyper.run import schema as s
 
 PANEL_W, PANEL_H = 4.3, 3.2
 MAX_COLS = 3
@@ -97,8 +98,8 @@ def _ordered(frame: pd.DataFrame, results: pd.DataFrame) -> list[str]:
 
 
 def _lines(ax: Any, frame: pd.DataFrame, colors: dict[str, Any], **kwargs: Any) -> None:
-    sns.lineplot(data=frame, x=d.EPS, y=d.VALUE, hue=d.MODEL, hue_order=[m for m in colors if m in
-                 set(frame[d.MODEL])], palette=colors, marker="o", ax=ax, errorbar=None, **kwargs)  # fmt: skip
+    sns.lineplot(data=frame, x=s.EPS, y=s.VALUE, hue=s.MODEL, hue_order=[m for m in colors if m in
+                 set(frame[s.MODEL])], palette=colors, marker="o", ax=ax, errorbar=None, **kwargs)  # fmt: skip
 
 
 def robust_accuracy(results: pd.DataFrame, colors: dict[str, Any]) -> Plot | None:
@@ -107,7 +108,7 @@ def robust_accuracy(results: pd.DataFrame, colors: dict[str, Any]) -> Plot | Non
     one more robustness curve (and a high one); `paper_vs_strong` draws them against the strong protocol,
     where the gap is the point. The single-eps K_attack points of an EOT study are left out too
     (`eot_convergence` draws them against K)."""
-    frame = d.per_eps(results, d.ACCURACY)
+    frame = d.per_eps(results, s.ACCURACY)
     if frame.empty:
         return None
     panels = _ordered(frame, results)
@@ -122,7 +123,7 @@ def robust_accuracy(results: pd.DataFrame, colors: dict[str, Any]) -> Plot | Non
 
 
 def uncertainty(results: pd.DataFrame, colors: dict[str, Any]) -> Plot | None:
-    frames = {m: d.per_eps(results, m) for m in (d.ENTROPY, d.MI)}
+    frames = {m: d.per_eps(results, m) for m in (s.ENTROPY, s.MI)}
     frames = {m: f for m, f in frames.items() if not f.empty}
     if not frames:
         return None
@@ -130,13 +131,13 @@ def uncertainty(results: pd.DataFrame, colors: dict[str, Any]) -> Plot | None:
     cols = min(len(panels), MAX_COLS)
     blocks = math.ceil(len(panels) / cols)
     fig, axes = _figure(len(panels), n_rows_per=len(frames))
-    labels = {d.ENTROPY: "predictive entropy (nats)", d.MI: "mutual information (nats)"}
+    labels = {s.ENTROPY: "predictive entropy (nats)", s.MI: "mutual information (nats)"}
     used = []
     for r, (metric, frame) in enumerate(frames.items()):
         for i, panel in enumerate(panels):
             ax = axes[r * blocks + i // cols, i % cols]
             _lines(ax, frame[frame["panel"] == panel], colors)
-            ax.set_title(f"{panel}: {'entropy' if metric == d.ENTROPY else 'MI'}")
+            ax.set_title(f"{panel}: {'entropy' if metric == s.ENTROPY else 'MI'}")
             _eps_axis(ax, labels[metric], unit=False)
             ax.set_ylim(bottom=0)
             used.append(ax)
@@ -149,7 +150,7 @@ def uncertainty(results: pd.DataFrame, colors: dict[str, Any]) -> Plot | None:
 
 
 def detection(frame: pd.DataFrame, results: pd.DataFrame, colors: dict[str, Any]) -> Plot | None:
-    frame = frame[frame[d.EPS] > 0].dropna(subset=[d.VALUE])
+    frame = frame[frame[s.EPS] > 0].dropna(subset=[s.VALUE])
     if frame.empty:
         return None
     panels = _ordered(frame, results)
@@ -168,10 +169,10 @@ def detection(frame: pd.DataFrame, results: pd.DataFrame, colors: dict[str, Any]
 def worst_case(frame: pd.DataFrame, colors: dict[str, Any]) -> Plot | None:
     if frame.empty:
         return None
-    norms = list(dict.fromkeys(frame[d.NORM]))
+    norms = list(dict.fromkeys(frame[s.NORM]))
     fig, axes = _figure(len(norms))
     for ax, norm in zip(axes.ravel(), norms, strict=False):
-        _lines(ax, frame[frame[d.NORM] == norm], colors)
+        _lines(ax, frame[frame[s.NORM] == norm], colors)
         ax.set_title(f"worst case over attacks ({norm})")
         _eps_axis(ax, "robust accuracy")
     return _finish(fig, axes, len(norms), "worst_case", "Worst case over attacks",
@@ -180,7 +181,7 @@ def worst_case(frame: pd.DataFrame, colors: dict[str, Any]) -> Plot | None:
 
 
 def reliability(examples: pd.DataFrame, models: Sequence[str], colors: dict[str, Any]) -> Plot | None:
-    panels = [(m, d.reliability(examples, m)) for m in models if (examples[d.MODEL] == m).any()]
+    panels = [(m, d.reliability(examples, m)) for m in models if (examples[s.MODEL] == m).any()]
     panels = [(m, r) for m, r in panels if r["n"] > 0]
     if not panels:
         return None
@@ -214,16 +215,16 @@ def reliability(examples: pd.DataFrame, models: Sequence[str], colors: dict[str,
 
 def ood(frame: pd.DataFrame, colors: dict[str, Any]) -> Plot | None:
     """Bars of OOD detection AUROC per model, by entropy and by MI, one panel per OOD set."""
-    frame = frame[frame[d.METRIC].isin(["ood_auroc_entropy", "ood_auroc_mi"])].dropna(subset=[d.VALUE])
+    frame = frame[frame[s.METRIC].isin(["ood_auroc_entropy", "ood_auroc_mi"])].dropna(subset=[s.VALUE])
     if frame.empty:
         return None
-    frame = frame.assign(score=frame[d.METRIC].map({"ood_auroc_entropy": "entropy", "ood_auroc_mi": "MI"}))
-    sets = list(dict.fromkeys(frame[d.INPUT]))
+    frame = frame.assign(score=frame[s.METRIC].map({"ood_auroc_entropy": "entropy", "ood_auroc_mi": "MI"}))
+    sets = list(dict.fromkeys(frame[s.INPUT]))
     fig, axes = _figure(len(sets))
     for ax, name in zip(axes.ravel(), sets, strict=False):
-        part = frame[frame[d.INPUT] == name]
-        sns.barplot(data=part, x="score", y=d.VALUE, hue=d.MODEL, order=["entropy", "MI"],
-                    hue_order=[m for m in colors if m in set(part[d.MODEL])], palette=colors, ax=ax,
+        part = frame[frame[s.INPUT] == name]
+        sns.barplot(data=part, x="score", y=s.VALUE, hue=s.MODEL, order=["entropy", "MI"],
+                    hue_order=[m for m in colors if m in set(part[s.MODEL])], palette=colors, ax=ax,
                     errorbar=None)  # fmt: skip
         ax.axhline(0.5, color="grey", lw=0.8, ls=":")
         ax.set_title(f"in-distribution vs {name}")
@@ -257,24 +258,24 @@ def eot_convergence(study: pd.DataFrame, colors: dict[str, Any]) -> Plot | None:
     fig, axes = _figure(len(panels))
     for ax, panel in zip(axes.ravel(), panels, strict=False):
         part = study[study["panel"] == panel]
-        ks = part[d.K_ATTACK].astype(float)
-        for model in [m for m in colors if m in set(part[d.MODEL])]:
-            rows = part[part[d.MODEL] == model].sort_values(d.K_ATTACK)
+        ks = part[s.K_ATTACK].astype(float)
+        for model in [m for m in colors if m in set(part[s.MODEL])]:
+            rows = part[part[s.MODEL] == model].sort_values(s.K_ATTACK)
             color = colors[model]
             if len(rows) < 2:
-                value = float(rows[d.VALUE].iloc[0])
-                k = rows[d.K_ATTACK].iloc[0]
+                value = float(rows[s.VALUE].iloc[0])
+                k = rows[s.K_ATTACK].iloc[0]
                 ax.axhline(value, color=color, ls="--", lw=1.2, label=f"{model} (one K_attack: {d._fmt(k)})")
                 continue
-            x, y = rows[d.K_ATTACK].astype(float).to_numpy(), rows[d.VALUE].to_numpy(dtype=float)
+            x, y = rows[s.K_ATTACK].astype(float).to_numpy(), rows[s.VALUE].to_numpy(dtype=float)
             lo, hi = rows["lo"].to_numpy(dtype=float), rows["hi"].to_numpy(dtype=float)
             yerr = np.vstack([np.clip(y - lo, 0, None), np.clip(hi - y, 0, None)])
             has_err = np.isfinite(yerr).all()
             ax.errorbar(x, y, yerr=yerr if has_err else None, color=color, marker="o", capsize=3, lw=1.6,
                         label=model)  # fmt: skip
         _k_axis(ax, ks.tolist())
-        low = np.nanmin(np.r_[part[d.VALUE].to_numpy(dtype=float), part["lo"].to_numpy(dtype=float)])
-        high = np.nanmax(np.r_[part[d.VALUE].to_numpy(dtype=float), part["hi"].to_numpy(dtype=float)])
+        low = np.nanmin(np.r_[part[s.VALUE].to_numpy(dtype=float), part["lo"].to_numpy(dtype=float)])
+        high = np.nanmax(np.r_[part[s.VALUE].to_numpy(dtype=float), part["hi"].to_numpy(dtype=float)])
         ax.set_ylim(max(-0.02, low - 0.05), min(1.02, high + 0.05))
         ax.set_title(panel)
     return _finish(fig, axes, len(panels), "eot_convergence", "Robust accuracy vs K_attack",
@@ -297,7 +298,7 @@ def detection_aware(frame: pd.DataFrame, colors: dict[str, Any]) -> Plot | None:
     scores = [s for s in ("MI", "entropy") if s in set(frame["score"])]
     fig, axes = _figure(len(scores))
     for ax, score in zip(axes.ravel(), scores, strict=False):
-        part = frame[frame["score"] == score].rename(columns={"detection_aware_acc": d.VALUE})
+        part = frame[frame["score"] == score].rename(columns={"detection_aware_acc": s.VALUE})
         _lines(ax, part, colors, style="attack",
                style_order=[k for k in KIND_LABELS.values() if k in set(part["attack"])])  # fmt: skip
         ax.set_title(f"{score} detector, 5% false positives")
@@ -317,16 +318,16 @@ def paper_vs_strong(frame: pd.DataFrame, worst: pd.DataFrame, colors: dict[str, 
         return None
     strong_label, paper_label = "strong protocol (worst case)", "paper protocol"
     protocols = list(dict.fromkeys(frame["protocol"]))
-    strong = worst[worst[d.MODEL].isin(set(frame[d.MODEL])) & worst[d.NORM].isin(set(frame[d.NORM]))]
+    strong = worst[worst[s.MODEL].isin(set(frame[s.MODEL])) & worst[s.NORM].isin(set(frame[s.NORM]))]
     fig, axes = _figure(len(protocols))
     for ax, protocol in zip(axes.ravel(), protocols, strict=False):
         part = frame[frame["protocol"] == protocol]
-        long = pd.concat([part.assign(evaluation=paper_label, **{d.VALUE: part["paper"]}),
+        long = pd.concat([part.assign(evaluation=paper_label, **{s.VALUE: part["paper"]}),
                           strong.assign(evaluation=strong_label)], ignore_index=True)  # fmt: skip
-        long = long.dropna(subset=[d.VALUE])
+        long = long.dropna(subset=[s.VALUE])
         _lines(ax, long, colors, style="evaluation",
                style_order=[s for s in (strong_label, paper_label) if s in set(long["evaluation"])])  # fmt: skip
-        attacks = ", ".join(dict.fromkeys(part[d.ATTACK]))
+        attacks = ", ".join(dict.fromkeys(part[s.ATTACK]))
         ax.set_title(f"{attacks} vs the strong protocol")
         _eps_axis(ax, "robust accuracy")
     return _finish(fig, axes, len(protocols), "paper_vs_strong", "Papers' protocols vs the strong protocol",
