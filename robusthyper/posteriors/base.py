@@ -14,9 +14,10 @@ import torch
 from pydantic import BaseModel
 from torch import Tensor, nn
 
-from robusthyper.config import NetSpec, StrictModel
+from robusthyper.config import NetSpec
 from robusthyper.data import DatasetInfo
 from robusthyper.nets import build_net, functional_logits
+from robusthyper.settings import StrictModel
 
 
 class NoOptions(StrictModel):
