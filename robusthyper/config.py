@@ -7,22 +7,15 @@ default), and a `ConfigError` names the offending key, the bad value and the fix
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator
 
 from robusthyper.errors import ConfigError, UserError
+from robusthyper.nets import NetSpec
 from robusthyper.settings import StrictModel, available_tomls, find_toml, format_validation_error, read_toml
 
 RECIPE_DIRNAME = "defenses"
-
-
-class NetSpec(StrictModel):
-    """The primary net."""
-
-    arch: Literal["mlp", "lenet5", "cifar-cnn"] = "lenet5"
-    widths: list[Annotated[int, Field(gt=0)]] = [800]
-    """Hidden widths of the MLP (ignored by the conv nets)."""
 
 
 class TrainSpec(StrictModel):

@@ -1,4 +1,5 @@
-"""Primary networks and `functional_logits`, the one place a net is evaluated for K parameter samples.
+"""Primary networks, their recipe table (`NetSpec`), and `functional_logits`, the one place a net is evaluated
+for K parameter samples.
 
 Nets are flat `nn.Sequential`s so that the layers before the first stochastic one can be found and run once
 per input instead of K times. Inputs are pixels in [0, 1]; standardisation is the first layer of every net,
@@ -11,10 +12,14 @@ import math
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from enum import Enum
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor, nn
+
+from robusthyper.settings import StrictModel
 
 
 class Arch(str, Enum):
@@ -185,6 +190,14 @@ def cifar_cnn(
         *_dropout(dropout),
         _linear(256, num_classes, weight_norm),
     )  # fmt: skip
+
+
+class NetSpec(StrictModel):
+    """A recipe's `[net]` table: the primary net that `build_net` makes (each posterior may adapt it)."""
+
+    arch: Literal["mlp", "lenet5", "cifar-cnn"] = "lenet5"
+    widths: list[Annotated[int, Field(gt=0)]] = [800]
+    """Hidden widths of the MLP (ignored by the conv nets)."""
 
 
 def build_net(

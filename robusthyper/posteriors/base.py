@@ -14,9 +14,8 @@ import torch
 from pydantic import BaseModel
 from torch import Tensor, nn
 
-from robusthyper.config import NetSpec
 from robusthyper.data import DatasetInfo
-from robusthyper.nets import build_net, functional_logits
+from robusthyper.nets import NetSpec, build_net, functional_logits
 from robusthyper.settings import StrictModel
 
 

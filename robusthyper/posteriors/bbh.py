@@ -36,10 +36,9 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from robusthyper.config import NetSpec
 from robusthyper.data import DatasetInfo
 from robusthyper.estimators import knn_kl
-from robusthyper.nets import build_net, functional_logits
+from robusthyper.nets import NetSpec, build_net, functional_logits
 from robusthyper.posteriors.base import Posterior
 from robusthyper.posteriors.bhn import scaled_logits, wn_layers
 from robusthyper.settings import StrictModel

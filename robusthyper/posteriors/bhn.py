@@ -38,9 +38,16 @@ from pydantic import Field
 from torch import Tensor, nn
 from torch.distributions import AffineTransform, Transform
 
-from robusthyper.config import NetSpec
 from robusthyper.data import DatasetInfo
-from robusthyper.nets import WNConv2d, WNLinear, _WeightNorm, build_net, channels_last, functional_logits
+from robusthyper.nets import (
+    NetSpec,
+    WNConv2d,
+    WNLinear,
+    _WeightNorm,
+    build_net,
+    channels_last,
+    functional_logits,
+)
 from robusthyper.posteriors.base import Posterior
 from robusthyper.settings import StrictModel
 

@@ -7,9 +7,8 @@ from typing import Any
 from pydantic import Field
 from torch import nn
 
-from robusthyper.config import NetSpec
 from robusthyper.data import DatasetInfo
-from robusthyper.nets import build_net
+from robusthyper.nets import NetSpec, build_net
 from robusthyper.posteriors.base import Posterior
 from robusthyper.settings import StrictModel
 
