@@ -23,8 +23,6 @@ so an attack's memory stays bounded as K grows:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 from enum import Enum
 from typing import Any
 
@@ -215,20 +213,6 @@ def _device_of(module: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-@contextmanager
-def frozen(module: nn.Module) -> Iterator[None]:
-    """Parameters with `requires_grad=False` for the duration: attacks need input gradients only, and ART's
-    `loss_gradient` would otherwise also compute every weight gradient (≈1.2× slower, FINDINGS.md)."""
-    params = [p for p in module.parameters() if p.requires_grad]
-    for p in params:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p in params:
-            p.requires_grad_(True)
-
-
 class DifferenceLogitsRatio(nn.Module):
     """DLR loss (Croce & Hein 2020): -(z_y - max_{i≠y} z_i) / (z_π1 - z_π3), on index labels `[B]`.
 
@@ -372,5 +356,4 @@ __all__ = [
     "ModulePosterior",
     "StochasticEnsemble",
     "art_classifier",
-    "frozen",
 ]

@@ -31,9 +31,9 @@ from tqdm.auto import tqdm
 
 from robusthyper.attacks import AttackSpec, Norm, build_attack
 from robusthyper.data import Split
-from robusthyper.ensemble import frozen
 from robusthyper.errors import UserError
 from robusthyper.metrics import log_predictive, mutual_information, nll, predictive_entropy
+from robusthyper.nets import frozen
 from robusthyper.posteriors.base import Posterior
 
 log = logging.getLogger(__name__)

@@ -271,6 +271,20 @@ def rng_scope(generator: torch.Generator | None, device: torch.device) -> Iterat
         yield
 
 
+@contextmanager
+def frozen(module: nn.Module) -> Iterator[None]:
+    """Parameters with `requires_grad=False` for the duration: attacks need input gradients only, and ART's
+    `loss_gradient` would otherwise also compute every weight gradient (≈1.2× slower, FINDINGS.md)."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
 _ELEMENTWISE = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.Tanh, nn.Sigmoid, nn.Identity)
 _POOLING = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d)
 """Layers that act on each element or channel alone: they run unchanged on K samples side by side."""

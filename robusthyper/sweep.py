@@ -200,8 +200,8 @@ def uncertainty_scores(
 ) -> dict[str, torch.Tensor]:
     """Predictive entropy and mutual information `[N]` of the model average over K_eval samples, drawn from
     the same per-batch generators as the evaluation of clean inputs (`robusthyper.evaluate`)."""
-    from robusthyper.ensemble import frozen
     from robusthyper.evaluate import _eval_generator, _evaluate
+    from robusthyper.nets import frozen
 
     device = posterior.device
     y = torch.zeros(len(x), dtype=torch.long, device=device)  # labels are not needed for the scores
@@ -352,8 +352,8 @@ def probe_gradients(
     first spec's K_attack and seed (cheap: one backward pass per model), warning in one line about a model
     whose gradient is all zero or not finite (`evaluate.check_gradients`). Used by the sweep (recomputed on
     every call, resumed or not) and by `robusthyper attack`."""
-    from robusthyper.ensemble import frozen
     from robusthyper.evaluate import check_gradients
+    from robusthyper.nets import frozen
 
     health: dict[str, dict[str, float]] = {}
     count = min(n, GRADIENT_PROBE)

@@ -27,9 +27,8 @@ from robusthyper.ensemble import (
     ModulePosterior,
     StochasticEnsemble,
     art_classifier,
-    frozen,
 )
-from robusthyper.nets import functional_logits
+from robusthyper.nets import frozen, functional_logits
 from robusthyper.posteriors.base import Posterior
 
 SHAPE = (1, 28, 28)
