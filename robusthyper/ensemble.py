@@ -73,7 +73,7 @@ class StochasticEnsemble(nn.Module):
     """log p̄ over K fresh posterior samples: `forward(x [B, ...]) -> [B, C]`.
 
     Args:
-        posterior: any registered `Posterior` (or `ModulePosterior` around a user's stochastic module).
+        posterior: any registered `Posterior` (or `loading.ModulePosterior` around a user's stochastic module).
         k: samples per forward pass; a point estimate (`posterior.stochastic` False) always uses 1.
         generator: drives posterior sampling; tools such as torchattacks reseed the global RNG, so the
             ensemble never samples from it. Default: a new generator seeded with 0 on the posterior's device.
@@ -102,7 +102,7 @@ class StochasticEnsemble(nn.Module):
             raise ValueError(f"k={k} must be positive")
         self.posterior = posterior
         self.k = k if getattr(posterior, "stochastic", True) else 1
-        device = _device_of(posterior)
+        device = posterior.device
         self.generator = generator or torch.Generator(device=device).manual_seed(0)
         given = {"max_rows": max_rows, "max_rows_grad": max_rows_grad, "max_rows_backward": max_rows_backward}
         self._overrides = {name: value for name, value in given.items() if value is not None}
@@ -180,37 +180,6 @@ class StochasticEnsemble(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return log_predictive(self.sample_logits(x))
-
-
-class ModulePosterior(Posterior):
-    """Adapter: a user's own `nn.Module` (`x -> logits [B, C]`) as a posterior whose samples are K forward
-    passes. Randomness inside the module (dropout, sampled weights drawn from torch's RNG) comes from the
-    ensemble's generator through `rng_scope`. The module's train/eval mode is left as the user set it."""
-
-    kind = "module"
-
-    def __init__(self, module: nn.Module, stochastic: bool = True) -> None:
-        super().__init__(module)
-        self.stochastic = stochastic  # type: ignore[misc]  # instance override of the class default
-
-    def logits(self, x: Tensor, k: int, generator: torch.Generator | None = None) -> Tensor:
-        from robusthyper.nets import rng_scope
-
-        with rng_scope(generator, x.device):
-            if not self.stochastic:
-                out = self.net(x)
-                return out.unsqueeze(0).expand(k, *out.shape)
-            return torch.stack([self.net(x) for _ in range(k)])
-
-    @property
-    def device(self) -> torch.device:
-        return _device_of(self.net)
-
-
-def _device_of(module: nn.Module) -> torch.device:
-    for tensor in (*module.parameters(), *module.buffers()):
-        return tensor.device
-    return torch.device("cpu")
 
 
 class DifferenceLogitsRatio(nn.Module):
@@ -336,7 +305,7 @@ def art_classifier(
     global _CLASSIFIER
     if _CLASSIFIER is None:
         _CLASSIFIER = _art_classifier_class()
-    device = _device_of(ensemble.posterior)
+    device = ensemble.posterior.device
     if input_shape is None or nb_classes is None:
         raise ValueError("art_classifier needs input_shape and nb_classes")
     return _CLASSIFIER(
@@ -353,7 +322,6 @@ def art_classifier(
 __all__ = [
     "DifferenceLogitsRatio",
     "EotMode",
-    "ModulePosterior",
     "StochasticEnsemble",
     "art_classifier",
 ]

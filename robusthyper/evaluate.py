@@ -21,7 +21,6 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,6 +31,7 @@ from tqdm.auto import tqdm
 from robusthyper.attacks import AttackSpec, Norm, build_attack
 from robusthyper.data import Split
 from robusthyper.errors import UserError
+from robusthyper.loading import ModelUnderTest
 from robusthyper.metrics import log_predictive, mutual_information, nll, predictive_entropy
 from robusthyper.nets import frozen
 from robusthyper.posteriors.base import Posterior
@@ -42,16 +42,6 @@ NORM_TOLERANCE = 1e-5
 """Slack on ||delta|| <= eps for float32 rounding in the attacks' projections."""
 WORST_CASE = "worst-case"
 INPUT_METRICS = ("accuracy", "nll", "entropy", "mutual_information")
-
-
-@dataclass(frozen=True)
-class ModelUnderTest:
-    """A model to evaluate: its display name, posterior (on the run's device) and where it came from."""
-
-    name: str
-    posterior: Posterior
-    source: str = ""
-    kind: str = ""
 
 
 @dataclass
@@ -450,79 +440,3 @@ def summary(results: pd.DataFrame) -> pd.DataFrame:
     wide = wide[[c for c in [*keys, *order] if c in wide.columns]]
     wide = wide.dropna(subset=["robust_acc"]) if "robust_acc" in wide else wide
     return wide.rename(columns=lambda c: c.replace("cle_", "clean_").replace("mutual_information", "mi"))
-
-
-# --------------------------------------------------------------------------------------------------------
-# Models from the command line: a recipe name, a checkpoint path, or module:factory
-# --------------------------------------------------------------------------------------------------------
-
-
-def is_factory_ref(ref: str) -> bool:
-    """`package.module:function` (and not an existing path that happens to hold a colon)."""
-    module, sep, attr = ref.partition(":")
-    return bool(sep and module and attr and not Path(ref).exists() and "/" not in module)
-
-
-def load_factory(ref: str, input_shape: tuple[int, ...], device: str | torch.device) -> ModelUnderTest:
-    """Call `module:factory()`; it must return a `Posterior` or an `nn.Module` mapping [B, *input_shape] in
-    [0, 1] to logits [B, C]. A plain module counts as stochastic when two passes on a probe input differ."""
-    import importlib
-
-    from robusthyper.ensemble import ModulePosterior
-
-    module_name, _, attr = ref.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as err:  # noqa: BLE001 - any failure to import is the user's to fix
-        raise UserError(
-            f"--model '{ref}': cannot import '{module_name}' ({type(err).__name__}: {err})"
-        ) from None
-    factory = getattr(module, attr, None)
-    if not callable(factory):
-        raise UserError(f"--model '{ref}': '{module_name}' has no callable '{attr}'")
-    try:
-        obj = factory()
-    except Exception as err:  # noqa: BLE001
-        raise UserError(f"--model '{ref}': the factory raised {type(err).__name__}: {err}") from None
-    if isinstance(obj, Posterior):
-        posterior = obj
-    elif isinstance(obj, torch.nn.Module):
-        obj = obj.to(device)
-        probe = torch.rand((2, *input_shape), generator=torch.Generator().manual_seed(0)).to(device)
-        try:
-            with torch.no_grad():
-                a, b = (_probe(obj, probe, seed) for seed in (1, 2))
-        except Exception as err:  # noqa: BLE001
-            raise UserError(
-                f"--model '{ref}': the module fails on inputs of shape [B, {', '.join(map(str, input_shape))}]"
-                f" ({type(err).__name__}: {err})"
-            ) from None
-        if a.ndim != 2 or a.shape[0] != 2:
-            raise UserError(f"--model '{ref}': the module must return logits [B, C], got {tuple(a.shape)}")
-        posterior = ModulePosterior(obj, stochastic=not torch.equal(a, b))
-    else:
-        raise UserError(
-            f"--model '{ref}': the factory returned {type(obj).__name__}, not a Posterior or torch.nn.Module"
-        )
-    return ModelUnderTest(attr, posterior.to(device), source=ref, kind=getattr(posterior, "kind", "module"))
-
-
-def _probe(module: torch.nn.Module, x: torch.Tensor, seed: int) -> torch.Tensor:
-    with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        return module(x)
-
-
-def train_and_load(recipe: str, store: Path | None, data_dir: Path | None, device: str, quiet: bool) -> Any:
-    """`attack --train`: train a recipe whose checkpoint is missing, save it, and return the loaded checkpoint."""
-    from robusthyper import store as model_store
-    from robusthyper.config import load_recipe
-    from robusthyper.data import load_dataset
-    from robusthyper.train import fit
-
-    recipe_obj = load_recipe(recipe)
-    store_dir = model_store.ensure_writable(Path(store or model_store.default_store()))
-    data = load_dataset(recipe_obj.dataset, data_dir)
-    result = fit(recipe_obj, data, device=device, progress=False if quiet else None)
-    path = model_store.save(result.posterior, recipe_obj, result.metrics, store_dir, result.history)
-    return model_store.load(path, store_dir, device)

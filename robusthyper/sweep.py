@@ -46,9 +46,9 @@ import torch
 from robusthyper import sanity
 from robusthyper.attacks.spec import AttackSpec
 from robusthyper.errors import ConfigError, DataMissingError, UserError
-from robusthyper.evaluate import GRADIENT_PROBE, ModelUnderTest
+from robusthyper.evaluate import GRADIENT_PROBE
 from robusthyper.files import atomic_path
-from robusthyper.loading import LoadedModels, load_models
+from robusthyper.loading import LoadedModels, ModelUnderTest, load_models
 
 log = logging.getLogger(__name__)
 

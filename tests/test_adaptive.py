@@ -186,7 +186,8 @@ def test_detection_table_per_attack() -> None:
 
 def test_runs_through_evaluate_and_scores_detection(mcd, small_mnist) -> None:
     """The registry lets `evaluate.run` take pgd-adaptive as is; its `.examples` feed `detection_table`."""
-    from robusthyper.evaluate import ModelUnderTest, run
+    from robusthyper.evaluate import run
+    from robusthyper.loading import ModelUnderTest
 
     common = {"eps": 0.1, "steps": 5, "k_attack": 4, "k_eval": 16}
     specs = [

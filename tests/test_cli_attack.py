@@ -191,7 +191,7 @@ from torch import nn
 from test_sanity import MaskedNet
 
 from robusthyper import store
-from robusthyper.ensemble import ModulePosterior
+from robusthyper.loading import ModulePosterior
 
 STORE = {store!r}
 

@@ -24,10 +24,10 @@ from robusthyper.chunking import (
 from robusthyper.ensemble import (
     DifferenceLogitsRatio,
     EotMode,
-    ModulePosterior,
     StochasticEnsemble,
     art_classifier,
 )
+from robusthyper.loading import ModulePosterior
 from robusthyper.nets import frozen, functional_logits
 from robusthyper.posteriors.base import Posterior
 

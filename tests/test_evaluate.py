@@ -16,7 +16,8 @@ from torch import nn
 
 from robusthyper.attacks import make_spec
 from robusthyper.errors import UserError
-from robusthyper.evaluate import WORST_CASE, ModelUnderTest, is_factory_ref, load_factory, run, summary
+from robusthyper.evaluate import WORST_CASE, run, summary
+from robusthyper.loading import ModelUnderTest, is_factory_ref, load_factory
 from robusthyper.metrics import expected_entropy, mutual_information, nll, predictive_entropy
 from robusthyper.results import META, RESULTS_CSV, read_results, write_report
 from robusthyper.train import fit
@@ -196,8 +197,8 @@ def test_a_masked_or_broken_model_is_evaluated_with_a_warning(
 ) -> None:
     """No hard stop: the numbers are recorded (the sanity flags mark them) and one warning line says why
     they mean nothing."""
-    from robusthyper.ensemble import ModulePosterior
     from robusthyper.evaluate import check_gradients
+    from robusthyper.loading import ModulePosterior
 
     torch.manual_seed(0)
     model = ModelUnderTest("masked", ModulePosterior(net(), stochastic=False), kind="module")

@@ -794,7 +794,7 @@ PLANTED_NETS = """
 from test_sanity import MaskedNet
 
 from robusthyper import store
-from robusthyper.ensemble import ModulePosterior
+from robusthyper.loading import ModulePosterior
 
 
 def planted():

@@ -15,8 +15,8 @@ from torch import nn
 
 from robusthyper import sanity
 from robusthyper.attacks import make_spec
-from robusthyper.ensemble import ModulePosterior
-from robusthyper.evaluate import ModelUnderTest, run
+from robusthyper.evaluate import run
+from robusthyper.loading import ModelUnderTest, ModulePosterior
 from robusthyper.sanity import Flag, Severity, Tolerance, flags, flags_to_frame, gradient_health
 from robusthyper.train import fit
 

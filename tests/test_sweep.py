@@ -18,7 +18,8 @@ from robusthyper import store, sweep
 from robusthyper.attacks import make_spec
 from robusthyper.cli import app
 from robusthyper.errors import ConfigError, UserError
-from robusthyper.evaluate import ModelUnderTest, run
+from robusthyper.evaluate import run
+from robusthyper.loading import ModelUnderTest
 from robusthyper.metrics import auroc
 from robusthyper.results import META, RESULTS_CSV, SCHEMA_VERSION, read_results
 from robusthyper.train import fit

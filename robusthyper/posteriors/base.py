@@ -73,4 +73,7 @@ class Posterior(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return next(self.parameters()).device
+        """Where its tensors live; a posterior without any (a user's parameter-free module) is on the CPU."""
+        for tensor in (*self.parameters(), *self.buffers()):
+            return tensor.device
+        return torch.device("cpu")
