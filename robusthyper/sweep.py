@@ -45,6 +45,7 @@ import torch
 
 from robusthyper import sanity
 from robusthyper.attacks.spec import AttackSpec
+from robusthyper.device import resolve_device
 from robusthyper.errors import ConfigError, DataMissingError, UserError
 from robusthyper.evaluate import GRADIENT_PROBE
 from robusthyper.files import atomic_path
@@ -381,16 +382,6 @@ def sanity_flags(
     return sanity.flags(pd.concat([results, pd.DataFrame(rows)], ignore_index=True), examples)
 
 
-def _resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise UserError(f"--device '{device}' is not one of cpu, cuda, auto")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError("--device cuda but no CUDA device is available; use --device cpu or auto")
-    return device
-
-
 # --------------------------------------------------------------------------------------------------------
 # The sweep
 
@@ -446,7 +437,7 @@ def run_sweep(
         raise UserError(f"--batch-size {batch_size} must be positive")
     if n is not None and n <= 0:
         raise UserError(f"--n {n} must be positive")
-    device = _resolve_device(device)
+    device = resolve_device(device)
     recorded = check_run_dir(run_dir, resume=resume, overwrite=overwrite)
     loaded = load_models(models, store=store, data_dir=data_dir, device=device, dataset=dataset,
                          train_missing=train_missing, quiet=progress is False)  # fmt: skip
