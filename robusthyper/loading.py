@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from robusthyper.errors import UserError
+from robusthyper.files import ensure_writable
 from robusthyper.nets import rng_scope
 from robusthyper.posteriors.base import Posterior
 
@@ -207,7 +208,7 @@ def train_and_load(recipe: str, store: Path | None, data_dir: Path | None, devic
     from robusthyper.train import fit
 
     recipe_obj = load_recipe(recipe)
-    store_dir = model_store.ensure_writable(Path(store or model_store.default_store()))
+    store_dir = ensure_writable(Path(store or model_store.default_store()), model_store.STORE_HINT)
     data = load_dataset(recipe_obj.dataset, data_dir)
     result = fit(recipe_obj, data, device=device, progress=False if quiet else None)
     path = model_store.save(result.posterior, recipe_obj, result.metrics, store_dir, result.history)

@@ -23,6 +23,7 @@ import pandas as pd
 
 import robusthyper
 from robusthyper.errors import UserError
+from robusthyper.files import ensure_writable
 
 RESULTS_CSV = "results.csv"
 FLAGS_CSV = "flags.csv"
@@ -75,14 +76,7 @@ def _has_parquet() -> bool:
 
 
 def writable_root(root: Path | str) -> Path:
-    root = Path(root)
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=root):
-            pass
-    except OSError as err:
-        raise UserError(f"reports folder '{root}' is not writable ({err.strerror}); pass --out DIR") from None
-    return root
+    return ensure_writable(Path(root), "pass --out DIR with a writable reports folder")
 
 
 def full_meta(meta: dict[str, Any], run_id: str) -> dict[str, Any]:

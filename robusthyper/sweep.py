@@ -32,7 +32,6 @@ import json
 import logging
 import math
 import shutil
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -48,7 +47,7 @@ from robusthyper.attacks.spec import AttackSpec
 from robusthyper.device import resolve_device
 from robusthyper.errors import ConfigError, DataMissingError, UserError
 from robusthyper.evaluate import GRADIENT_PROBE
-from robusthyper.files import atomic_path
+from robusthyper.files import atomic_path, ensure_writable
 from robusthyper.loading import LoadedModels, ModelUnderTest, load_models
 
 log = logging.getLogger(__name__)
@@ -305,11 +304,7 @@ def check_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> int:
     probe = run_dir if run_dir.exists() else _nearest_existing(run_dir)
     if not probe.is_dir():
         raise UserError(f"run folder '{run_dir}' cannot be created: '{probe}' is a file; {hint}")
-    try:
-        with tempfile.TemporaryFile(dir=probe):
-            pass
-    except OSError as err:
-        raise UserError(f"run folder '{run_dir}' is not writable ({err.strerror or err}); {hint}") from None
+    ensure_writable(probe, hint)
     if not run_dir.exists():
         return 0
     cells = sorted((run_dir / CELLS).glob("*.parquet")) if (run_dir / CELLS).is_dir() else []

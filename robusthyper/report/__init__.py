@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from robusthyper.errors import UserError
-from robusthyper.files import write_atomic
+from robusthyper.files import ensure_writable, write_atomic
 
 if TYPE_CHECKING:  # the CLI imports this package; pandas and matplotlib load only when a page is built
     import pandas as pd
@@ -46,18 +45,6 @@ def _output_path(run_dir: Path, out: Path | str | None) -> Path:
     folder_like = isinstance(out, str) and out.endswith(("/", os.sep))
     out = Path(out)
     return out / INDEX if folder_like or out.is_dir() else out
-
-
-def _ensure_dir(folder: Path, what: str) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as err:
-        reason = err.strerror or type(err).__name__
-        raise UserError(
-            f"cannot write the report's {what} in '{folder}' ({reason}); pass --out PATH"
-        ) from None
 
 
 def _drop_flag_duplicates(warnings: list[str], flags: pd.DataFrame | None) -> list[str]:
@@ -200,10 +187,10 @@ def build(run_dir: Path | str, out: Path | str | None = None, *, title: str | No
         flags=flags,
     )
 
-    _ensure_dir(page.parent, "page")
+    ensure_writable(page.parent, "cannot write the report's page there; pass --out PATH")
     figure_dir = page.parent / FIGURES
     if figures:
-        _ensure_dir(figure_dir, "figures")
+        ensure_writable(figure_dir, "cannot write the report's figures there; pass --out PATH")
     try:
         for plot in figures:
             write_atomic(figure_dir / f"{plot.name}.png", plot.png)
