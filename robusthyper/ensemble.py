@@ -101,7 +101,7 @@ class StochasticEnsemble(nn.Module):
         if k <= 0:
             raise ValueError(f"k={k} must be positive")
         self.posterior = posterior
-        self.k = k if getattr(posterior, "stochastic", True) else 1
+        self.k = k if posterior.stochastic else 1
         device = posterior.device
         self.generator = generator or torch.Generator(device=device).manual_seed(0)
         given = {"max_rows": max_rows, "max_rows_grad": max_rows_grad, "max_rows_backward": max_rows_backward}
@@ -139,7 +139,7 @@ class StochasticEnsemble(nn.Module):
         if torch.is_grad_enabled():
             if k * batch <= self.max_rows_grad:
                 return self.posterior.logits(x, k, self.generator)
-            if getattr(self.posterior, "chunk_samples", False):
+            if self.posterior.chunk_samples:
                 if batch > self.max_rows_grad:  # even one sample is too many rows: split the batch as well
                     step = self.max_rows_grad
                     return torch.cat(
@@ -171,7 +171,7 @@ class StochasticEnsemble(nn.Module):
         k = self.k
         if k * batch <= self.max_rows_backward:
             return [slice(0, batch)]
-        if getattr(self.posterior, "chunk_samples", False):
+        if self.posterior.chunk_samples:
             piece = max(1, self.max_rows_backward // k)
         else:
             step = max(1, self.max_rows_grad // k)
