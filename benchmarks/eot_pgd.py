@@ -41,8 +41,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from robusthyper.data import load_dataset
-from robusthyper.ensemble import StochasticEnsemble, frozen
+from robusthyper.ensemble import StochasticEnsemble
 from robusthyper.files import write_atomic
+from robusthyper.nets import frozen
 from robusthyper.posteriors.base import Posterior
 
 METHODS = ("rh-bma", "rh-mean-loss", "torchattacks", "art-loop")

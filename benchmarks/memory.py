@@ -35,7 +35,8 @@ def child(args: argparse.Namespace) -> None:
     from robusthyper.attacks import build_attack, make_spec
     from robusthyper.config import load_recipe
     from robusthyper.data import load_dataset
-    from robusthyper.ensemble import DEFAULT_MAX_ROWS, DEFAULT_MAX_ROWS_GRAD, StochasticEnsemble, frozen
+    from robusthyper.ensemble import DEFAULT_MAX_ROWS, DEFAULT_MAX_ROWS_GRAD, StochasticEnsemble
+    from robusthyper.nets import frozen
     from robusthyper.posteriors import build_posterior
 
     device = torch.device(args.device)

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from robusthyper.nets import frozen
+
 CPU_MAX_ROWS = 2048
 """Largest K·B evaluated in one posterior call when gradients are off (bounds memory of big K_eval)."""
 CPU_MAX_ROWS_GRAD = 640
@@ -49,7 +51,6 @@ def activation_bytes_per_row(posterior: torch.nn.Module, x: Tensor) -> int:
     weights (saved whatever the batch) cancel. Draws its sample from its own generator: probing never moves
     the caller's random stream, so results do not depend on the device's limits.
     """
-    from robusthyper.ensemble import frozen
 
     def saved_bytes(rows: int) -> int:
         storages: dict[int, int] = {}

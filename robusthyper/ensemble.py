@@ -23,8 +23,6 @@ so an attack's memory stays bounded as K grows:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 from enum import Enum
 from typing import Any
 
@@ -75,7 +73,7 @@ class StochasticEnsemble(nn.Module):
     """log p̄ over K fresh posterior samples: `forward(x [B, ...]) -> [B, C]`.
 
     Args:
-        posterior: any registered `Posterior` (or `ModulePosterior` around a user's stochastic module).
+        posterior: any registered `Posterior` (or `loading.ModulePosterior` around a user's stochastic module).
         k: samples per forward pass; a point estimate (`posterior.stochastic` False) always uses 1.
         generator: drives posterior sampling; tools such as torchattacks reseed the global RNG, so the
             ensemble never samples from it. Default: a new generator seeded with 0 on the posterior's device.
@@ -104,7 +102,7 @@ class StochasticEnsemble(nn.Module):
             raise ValueError(f"k={k} must be positive")
         self.posterior = posterior
         self.k = posterior.samples(k)
-        device = _device_of(posterior)
+        device = posterior.device
         self.generator = generator or torch.Generator(device=device).manual_seed(0)
         given = {"max_rows": max_rows, "max_rows_grad": max_rows_grad, "max_rows_backward": max_rows_backward}
         self._overrides = {name: value for name, value in given.items() if value is not None}
@@ -141,7 +139,7 @@ class StochasticEnsemble(nn.Module):
         if torch.is_grad_enabled():
             if k * batch <= self.max_rows_grad:
                 return self.posterior.logits(x, k, self.generator)
-            if getattr(self.posterior, "chunk_samples", False):
+            if self.posterior.chunk_samples:
                 if batch > self.max_rows_grad:  # even one sample is too many rows: split the batch as well
                     step = self.max_rows_grad
                     return torch.cat(
@@ -173,7 +171,7 @@ class StochasticEnsemble(nn.Module):
         k = self.k
         if k * batch <= self.max_rows_backward:
             return [slice(0, batch)]
-        if getattr(self.posterior, "chunk_samples", False):
+        if self.posterior.chunk_samples:
             piece = max(1, self.max_rows_backward // k)
         else:
             step = max(1, self.max_rows_grad // k)
@@ -182,26 +180,6 @@ class StochasticEnsemble(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return log_predictive(self.sample_logits(x))
-
-
-def _device_of(module: nn.Module) -> torch.device:
-    for tensor in (*module.parameters(), *module.buffers()):
-        return tensor.device
-    return torch.device("cpu")
-
-
-@contextmanager
-def frozen(module: nn.Module) -> Iterator[None]:
-    """Parameters with `requires_grad=False` for the duration: attacks need input gradients only, and ART's
-    `loss_gradient` would otherwise also compute every weight gradient (≈1.2× slower, FINDINGS.md)."""
-    params = [p for p in module.parameters() if p.requires_grad]
-    for p in params:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p in params:
-            p.requires_grad_(True)
 
 
 class DifferenceLogitsRatio(nn.Module):
@@ -327,7 +305,7 @@ def art_classifier(
     global _CLASSIFIER
     if _CLASSIFIER is None:
         _CLASSIFIER = _art_classifier_class()
-    device = _device_of(ensemble.posterior)
+    device = ensemble.posterior.device
     if input_shape is None or nb_classes is None:
         raise ValueError("art_classifier needs input_shape and nb_classes")
     return _CLASSIFIER(
@@ -346,5 +324,4 @@ __all__ = [
     "EotMode",
     "StochasticEnsemble",
     "art_classifier",
-    "frozen",
 ]

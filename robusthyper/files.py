@@ -1,4 +1,5 @@
-"""Atomic file writes: a reader (or a run killed halfway) never sees half a file.
+"""Atomic file writes: a reader (or a run killed halfway) never sees half a file; and the one check that an
+output folder is writable, made before long work so that it fails at once rather than at the end.
 
 Each file is written under a temporary name beside its destination, then renamed over it (`os.replace` is
 atomic within a folder); a failed write leaves the destination as it was and removes the temporary file.
@@ -11,6 +12,8 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from robusthyper.errors import UserError
 
 
 @contextmanager
@@ -38,18 +41,14 @@ def write_atomic(path: Path | str, payload: bytes) -> Path:
     return Path(path)
 
 
-def ensure_writable(folder: Path | str, hint: str) -> Path:
-    """Create `folder` if needed and probe it with a temporary file; a folder that cannot be written is a
-    one-line `UserError` naming it, the reason and `hint` (the fix)."""
-    import tempfile
-
-    from robusthyper.errors import UserError
-
-    folder = Path(folder)
+def ensure_writable(folder: Path, hint: str) -> Path:
+    """Create `folder` if needed and prove it writable with a temporary file (permissions alone do not tell:
+    read-only mounts, full disks, root), or raise a one-line `UserError` that ends with `hint`, the fix."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as err:
-        raise UserError(f"'{folder}' is not writable ({err.strerror or err}); {hint}") from None
+        reason = err.strerror or type(err).__name__
+        raise UserError(f"'{folder}' is not writable ({reason}); {hint}") from None
     return folder

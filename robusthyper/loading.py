@@ -1,9 +1,10 @@
 """Models from the command line: the one loader behind `robusthyper attack`, `sweep` and `gate`.
 
 A reference is a recipe name (its latest checkpoint in the store; with `train_missing`, trained first when
-there is none), a checkpoint folder, or `package.module:factory` (`robusthyper.evaluate.load_factory`). All
-models of one run must share a dataset (checkpoints carry theirs; factories take `dataset`, else the
-checkpoints', else mnist5k), and their names must be unique because they label the result rows.
+there is none), a checkpoint folder, or `package.module:factory` (`load_factory`; a plain module becomes a
+`ModulePosterior`). All models of one run must share a dataset (checkpoints carry theirs; factories take
+`dataset`, else the checkpoints', else mnist5k), and their names must be unique because they label the
+result rows.
 
 Each loaded model comes with the identity of its weights (the checkpoint's sha256, or a hash of a factory
 model's state): the sweep keys its recorded cells by it, so a retrained model is never confused with the
@@ -22,6 +23,8 @@ import torch
 from torch import Tensor, nn
 
 from robusthyper.errors import UserError
+from robusthyper.files import ensure_writable
+from robusthyper.nets import rng_scope
 from robusthyper.posteriors.base import Posterior
 
 DEFAULT_DATASET = "mnist5k"
@@ -51,8 +54,6 @@ class LoadedModels:
 
 def state_hash(module: torch.nn.Module) -> str:
     """sha256 over a module's state dict (names, dtypes and bytes)."""
-    import torch
-
     digest = hashlib.sha256()
     for name, tensor in module.state_dict().items():
         digest.update(name.encode())
@@ -140,31 +141,9 @@ def load_models(
     return LoadedModels(models, ids, dataset_name, meta)
 
 
-class ModulePosterior(Posterior):
-    """Adapter: a user's own `nn.Module` (`x -> logits [B, C]`) as a posterior whose samples are K forward
-    passes. Randomness inside the module (dropout, sampled weights drawn from torch's RNG) comes from the
-    ensemble's generator through `rng_scope`. The module's train/eval mode is left as the user set it."""
-
-    kind = "module"
-
-    def __init__(self, module: nn.Module, stochastic: bool = True) -> None:
-        super().__init__(module)
-        self.stochastic = stochastic  # type: ignore[misc]  # instance override of the class default
-
-    def logits(self, x: Tensor, k: int, generator: torch.Generator | None = None) -> Tensor:
-        from robusthyper.nets import rng_scope
-
-        with rng_scope(generator, x.device):
-            if not self.stochastic:
-                out = self.net(x)
-                return out.unsqueeze(0).expand(k, *out.shape)
-            return torch.stack([self.net(x) for _ in range(k)])
-
-    @property
-    def device(self) -> torch.device:
-        for tensor in (*self.net.parameters(), *self.net.buffers()):
-            return tensor.device
-        return torch.device("cpu")
+# --------------------------------------------------------------------------------------------------------
+# module:factory references, and recipes trained on demand
+# --------------------------------------------------------------------------------------------------------
 
 
 def is_factory_ref(ref: str) -> bool:
@@ -229,8 +208,40 @@ def train_and_load(recipe: str, store: Path | None, data_dir: Path | None, devic
     from robusthyper.train import fit
 
     recipe_obj = load_recipe(recipe)
-    store_dir = model_store.ensure_writable(Path(store or model_store.default_store()))
+    store_dir = ensure_writable(Path(store or model_store.default_store()), model_store.STORE_HINT)
     data = load_dataset(recipe_obj.dataset, data_dir)
     result = fit(recipe_obj, data, device=device, progress=False if quiet else None)
     path = model_store.save(result.posterior, recipe_obj, result.metrics, store_dir, result.history)
     return model_store.load(path, store_dir, device)
+
+
+class ModulePosterior(Posterior):
+    """Adapter: a user's own `nn.Module` (`x -> logits [B, C]`) as a posterior whose samples are K forward
+    passes. Randomness inside the module (dropout, sampled weights drawn from torch's RNG) comes from the
+    ensemble's generator through `rng_scope`. The module's train/eval mode is left as the user set it."""
+
+    kind = "module"
+
+    def __init__(self, module: nn.Module, stochastic: bool = True) -> None:
+        super().__init__(module)
+        self.stochastic = stochastic  # type: ignore[misc]  # instance override of the class default
+
+    def logits(self, x: Tensor, k: int, generator: torch.Generator | None = None) -> Tensor:
+        with rng_scope(generator, x.device):
+            if not self.stochastic:
+                out = self.net(x)
+                return out.unsqueeze(0).expand(k, *out.shape)
+            return torch.stack([self.net(x) for _ in range(k)])
+
+
+__all__ = [
+    "LoadedModels",
+    "ModelUnderTest",
+    "ModulePosterior",
+    "is_factory_ref",
+    "load_factory",
+    "load_models",
+    "result_name",
+    "state_hash",
+    "train_and_load",
+]

@@ -27,13 +27,16 @@ from safetensors.torch import load_file, save_file
 import robusthyper
 from robusthyper.config import Recipe
 from robusthyper.data import dataset_info
-from robusthyper.errors import CheckpointError, UserError
+from robusthyper.errors import CheckpointError
+from robusthyper.files import ensure_writable
 from robusthyper.posteriors import Posterior, build_posterior
 
 FORMAT_VERSION = 1
 WEIGHTS = "weights.safetensors"
 META = "meta.json"
 DEFAULT_STORE = "models"
+STORE_HINT = "pass --store DIR with a writable folder for the model store"
+"""The fix named when the store is not writable (`robusthyper.files.ensure_writable`)."""
 
 
 def default_store() -> Path:
@@ -70,19 +73,6 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def ensure_writable(path: Path) -> Path:
-    """Create `path` if needed and prove it writable, or raise a `UserError` saying how to fix it."""
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
-            pass
-    except OSError as err:
-        raise UserError(
-            f"model store '{path}' is not writable ({err.strerror}); pass --store DIR with a writable folder"
-        ) from None
-    return path
-
-
 def save(
     posterior: Posterior,
     recipe: Recipe,
@@ -91,7 +81,7 @@ def save(
     history: list[dict[str, float]] | None = None,
 ) -> Path:
     """Write a checkpoint atomically and return its folder."""
-    recipe_dir = ensure_writable(Path(store or default_store()) / recipe.name)
+    recipe_dir = ensure_writable(Path(store or default_store()) / recipe.name, STORE_HINT)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
     tmp = Path(tempfile.mkdtemp(prefix=".partial-", dir=recipe_dir))
     try:

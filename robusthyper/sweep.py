@@ -82,7 +82,7 @@ def load_suite(ref: str, overrides: dict[str, Any] | None = None) -> Suite:
 
     Unknown keys, an empty eps grid and an empty suite are one-line `ConfigError`s."""
     from robusthyper.attacks.presets import find_preset, specs_from_data
-    from robusthyper.config import read_toml
+    from robusthyper.settings import read_toml
 
     path = find_preset(ref)
     data = read_toml(path)

@@ -19,9 +19,10 @@ from robusthyper.attacks.adaptive import (
     detection_table,
     detection_threshold,
 )
-from robusthyper.ensemble import EotMode, StochasticEnsemble, frozen
+from robusthyper.ensemble import EotMode, StochasticEnsemble
 from robusthyper.errors import ConfigError
 from robusthyper.metrics import log_predictive, mutual_information, predictive_entropy
+from robusthyper.nets import frozen
 from robusthyper.train import fit
 
 SHAPE = (1, 28, 28)

@@ -23,8 +23,9 @@ from robusthyper.attacks import (
     make_spec,
     parse_eps,
 )
-from robusthyper.ensemble import StochasticEnsemble, art_classifier, frozen
+from robusthyper.ensemble import StochasticEnsemble, art_classifier
 from robusthyper.errors import ConfigError, UserError
+from robusthyper.nets import frozen
 from robusthyper.train import fit
 
 SHAPE = (1, 28, 28)

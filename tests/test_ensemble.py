@@ -24,12 +24,11 @@ from robusthyper.chunking import (
 from robusthyper.ensemble import (
     DifferenceLogitsRatio,
     EotMode,
-    ModulePosterior,
     StochasticEnsemble,
     art_classifier,
-    frozen,
 )
-from robusthyper.nets import functional_logits
+from robusthyper.loading import ModulePosterior
+from robusthyper.nets import frozen, functional_logits
 from robusthyper.posteriors.base import Posterior
 
 SHAPE = (1, 28, 28)

@@ -12,8 +12,9 @@ from conftest import tiny_recipe
 
 from robusthyper.attacks import AttackName, build_attack, load_preset, make_spec
 from robusthyper.attacks.paper import PaperFgsm, bbh_fgsm, bhn_fgsm, input_gradient
-from robusthyper.ensemble import StochasticEnsemble, frozen
+from robusthyper.ensemble import StochasticEnsemble
 from robusthyper.errors import ConfigError
+from robusthyper.nets import frozen
 from robusthyper.train import fit
 
 SHAPE = (1, 28, 28)

@@ -15,9 +15,8 @@ from torch import nn
 
 from robusthyper import sanity
 from robusthyper.attacks import make_spec
-from robusthyper.loading import ModulePosterior
 from robusthyper.evaluate import run
-from robusthyper.loading import ModelUnderTest
+from robusthyper.loading import ModelUnderTest, ModulePosterior
 from robusthyper.sanity import Flag, Severity, Tolerance, flags, flags_to_frame, gradient_health
 from robusthyper.train import fit
 

@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from robusthyper.attacks.spec import AttackSpec, applicable, expand
-from robusthyper.config import available_tomls, find_toml, read_toml
 from robusthyper.errors import ConfigError
+from robusthyper.settings import available_tomls, find_toml, read_toml
 
 PRESET_DIRNAME = "attacks"
 

@@ -11,9 +11,9 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from robusthyper.config import StrictModel, format_validation_error
 from robusthyper.ensemble import EotMode
 from robusthyper.errors import ConfigError, UserError
+from robusthyper.settings import StrictModel, format_validation_error
 
 
 class AttackName(str, Enum):

@@ -31,7 +31,7 @@ DataDirOpt = Annotated[
         show_default=False,
     ),
 ]
-DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda, or auto (cuda when available).")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N, or auto (cuda when available).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or log lines.")]
 DatasetOpt = Annotated[
     str | None,
@@ -65,15 +65,10 @@ def user_errors(fn: F) -> F:
 
 
 def resolve_device(device: str) -> str:
-    import torch
+    """`robusthyper.device.resolve_device`, imported when a command runs (it imports torch)."""
+    from robusthyper.device import resolve_device as resolve
 
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device not in ("cpu", "cuda"):
-        raise UserError(f"--device '{device}' is not one of cpu, cuda, auto")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda but no CUDA device is available; use --device cpu or auto")
-    return device
+    return resolve(device)
 
 
 def setup_logging(quiet: bool, *quiet_loggers: str) -> None:

@@ -49,6 +49,7 @@ def train(
     from robusthyper import store as model_store
     from robusthyper.config import load_recipe
     from robusthyper.data import load_dataset
+    from robusthyper.files import ensure_writable
     from robusthyper.train import fit
 
     setup_logging(quiet)
@@ -59,9 +60,8 @@ def train(
     if epochs is not None:
         overrides["train"] = recipe_obj.train.model_copy(update={"epochs": epochs})
     recipe_obj = recipe_obj.model_copy(update=overrides)
-    store_dir = model_store.ensure_writable(
-        Path(store or model_store.default_store())
-    )  # fail before training
+    # fail now, not after training
+    store_dir = ensure_writable(Path(store or model_store.default_store()), model_store.STORE_HINT)
     if if_missing:
         from robusthyper.errors import CheckpointError
 

@@ -4,7 +4,6 @@ failures as <failure>) for CI systems, and a JSON document for machines. Files a
 from __future__ import annotations
 
 import json
-import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -93,9 +92,4 @@ def check_writable(path: Path | str) -> None:
     path = Path(path)
     if path.is_dir():
         raise UserError(f"--junit-xml '{path}' is a folder; pass a file path such as gate.xml")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path.parent):
-            pass
-    except OSError as err:
-        raise UserError(f"cannot write '{path}' ({err.strerror}); pass a writable path") from None
+    files.ensure_writable(path.parent, "pass a writable --junit-xml path")

@@ -37,12 +37,11 @@ import math
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-import tomllib
 from pydantic import Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
-from robusthyper.config import StrictModel, format_validation_error
 from robusthyper.errors import ConfigError, UserError
 from robusthyper.run import schema as s
+from robusthyper.settings import StrictModel, format_validation_error, read_toml
 
 PYPROJECT_TABLE = ("tool", "robusthyper", "gate")
 DEFAULT_POLICY = "robustness.toml"
@@ -313,15 +312,6 @@ def _untag(loc: tuple[Any, ...]) -> tuple[Any, ...]:
     return loc
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{path}: malformed TOML ({err}); fix the syntax") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path}: cannot read ({err})") from None
-
-
 def load_policy(path: Path | str | None = None, cwd: Path | None = None) -> tuple[GatePolicy, str]:
     """The policy in `path`; without one, `[tool.robusthyper.gate]` of ./pyproject.toml, else
     ./robustness.toml. Returns the policy and where it came from."""
@@ -330,13 +320,13 @@ def load_policy(path: Path | str | None = None, cwd: Path | None = None) -> tupl
         path = Path(path)
         if not path.is_file():
             raise UserError(f"policy file '{path}' does not exist; check the path")
-        data = _read_toml(path)
+        data = read_toml(path)
         if path.name == "pyproject.toml":
             return _from_pyproject(data, path)
         return parse_policy(data, str(path)), str(path)
     pyproject = cwd / "pyproject.toml"
     if pyproject.is_file():
-        data = _read_toml(pyproject)
+        data = read_toml(pyproject)
         if _table(data) is not None:
             return _from_pyproject(data, pyproject)
     if (cwd / DEFAULT_POLICY).is_file():

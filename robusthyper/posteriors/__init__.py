@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
-from robusthyper.config import Recipe
 from robusthyper.data import DatasetInfo
 from robusthyper.posteriors.base import Posterior
 from robusthyper.posteriors.bbb import BayesByBackprop
@@ -15,6 +14,9 @@ from robusthyper.posteriors.bbh import BayesByHypernet
 from robusthyper.posteriors.bhn import BayesianHypernetwork
 from robusthyper.posteriors.det import PointEstimate
 from robusthyper.posteriors.mcd import MCDropout
+
+if TYPE_CHECKING:  # a recipe validates its posterior table here, so config imports this package
+    from robusthyper.config import Recipe
 
 
 class PosteriorKind(str, Enum):

@@ -14,9 +14,9 @@ import torch
 from pydantic import BaseModel
 from torch import Tensor, nn
 
-from robusthyper.config import NetSpec, StrictModel
 from robusthyper.data import DatasetInfo
-from robusthyper.nets import build_net, functional_logits
+from robusthyper.nets import NetSpec, build_net, functional_logits
+from robusthyper.settings import StrictModel
 
 
 class NoOptions(StrictModel):
@@ -78,4 +78,7 @@ class Posterior(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return next(self.parameters()).device
+        """Where its tensors live; a posterior without any (a user's parameter-free module) is on the CPU."""
+        for tensor in (*self.parameters(), *self.buffers()):
+            return tensor.device
+        return torch.device("cpu")

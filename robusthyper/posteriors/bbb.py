@@ -13,9 +13,9 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from robusthyper.config import StrictModel
 from robusthyper.nets import functional_logits
 from robusthyper.posteriors.base import Posterior
+from robusthyper.settings import StrictModel
 
 
 class BayesByBackpropOptions(StrictModel):

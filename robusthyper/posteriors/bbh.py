@@ -36,12 +36,12 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from robusthyper.config import NetSpec, StrictModel
 from robusthyper.data import DatasetInfo
 from robusthyper.estimators import knn_kl
-from robusthyper.nets import build_net, functional_logits
+from robusthyper.nets import NetSpec, build_net, functional_logits
 from robusthyper.posteriors.base import Posterior
 from robusthyper.posteriors.bhn import scaled_logits, wn_layers
+from robusthyper.settings import StrictModel
 
 
 class BbHOptions(StrictModel):

@@ -38,10 +38,18 @@ from pydantic import Field
 from torch import Tensor, nn
 from torch.distributions import AffineTransform, Transform
 
-from robusthyper.config import NetSpec, StrictModel
 from robusthyper.data import DatasetInfo
-from robusthyper.nets import WNConv2d, WNLinear, _WeightNorm, build_net, channels_last, functional_logits
+from robusthyper.nets import (
+    NetSpec,
+    WNConv2d,
+    WNLinear,
+    _WeightNorm,
+    build_net,
+    channels_last,
+    functional_logits,
+)
 from robusthyper.posteriors.base import Posterior
+from robusthyper.settings import StrictModel
 
 SIGMA_FLOOR = 1e-3
 """sigma = exp(w) + 1e-3 in the affine layer, as in the authors' code: the scale never collapses to 0."""

@@ -7,10 +7,10 @@ from typing import Any
 from pydantic import Field
 from torch import nn
 
-from robusthyper.config import NetSpec, StrictModel
 from robusthyper.data import DatasetInfo
-from robusthyper.nets import build_net
+from robusthyper.nets import NetSpec, build_net
 from robusthyper.posteriors.base import Posterior
+from robusthyper.settings import StrictModel
 
 
 class MCDropoutOptions(StrictModel):

@@ -197,10 +197,10 @@ def build(run_dir: Path | str, out: Path | str | None = None, *, title: str | No
         flags=flags,
     )
 
-    ensure_writable(page.parent, "pass --out PATH for the report's page")
+    ensure_writable(page.parent, "cannot write the report's page there; pass --out PATH")
     figure_dir = page.parent / FIGURES
     if figures:
-        ensure_writable(figure_dir, "pass --out PATH for the report's figures")
+        ensure_writable(figure_dir, "cannot write the report's figures there; pass --out PATH")
     try:
         for plot in figures:
             write_atomic(figure_dir / f"{plot.name}.png", plot.png)

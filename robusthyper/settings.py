@@ -1,0 +1,74 @@
+"""What every settings table shares: strict pydantic models, one-line validation errors, and TOML files
+looked up by name in a data folder (`defenses/` for recipes, `attacks/` for attack presets).
+
+It imports nothing of robusthyper but `errors`, so recipes, posteriors, attack specs and gate policies can all
+build on it without importing each other.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import tomllib
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from robusthyper.errors import ConfigError, UserError
+
+
+class StrictModel(BaseModel):
+    """Base of every settings table: unknown keys are errors, values are not coerced, objects are frozen."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+def format_validation_error(err: ValidationError, source: str) -> str:
+    """One line: where, which key, what is wrong, and the value given."""
+    first = err.errors()[0]
+    loc = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        return f"{source}: unknown key '{loc}'; remove it or fix its spelling"
+    if first["type"] == "missing":
+        return f"{source}: required key '{loc}' is missing; add it"
+    if first["type"] == "value_error":
+        return f"{source}: [{loc}] {msg.removeprefix('Value error, ')}"
+    given = first.get("input")
+    more = f" ({len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+    return f"{source}: key '{loc}' = {given!r} is invalid: {msg}{more}"
+
+
+def search_dirs(dirname: str) -> list[Path]:
+    """Where names of TOML files in a data folder resolve: ./<dirname> first (the user's own), then the
+    project's <dirname>/ (defenses/ for recipes, attacks/ for attack presets)."""
+    project = Path(__file__).resolve().parent.parent / dirname
+    return list(dict.fromkeys(d.resolve() for d in (Path.cwd() / dirname, project)))
+
+
+def available_tomls(dirname: str) -> list[str]:
+    return sorted({p.stem for d in search_dirs(dirname) if d.is_dir() for p in d.glob("*.toml")})
+
+
+def find_toml(ref: str, dirname: str, what: str) -> Path:
+    """A path to a TOML file, or a name looked up in `search_dirs(dirname)`; `what` names it in errors."""
+    as_path = Path(ref)
+    if as_path.suffix == ".toml" or as_path.parent != Path("."):
+        if not as_path.is_file():
+            raise UserError(f"{what} file '{ref}' does not exist; check the path")
+        return as_path
+    for directory in search_dirs(dirname):
+        candidate = directory / f"{ref}.toml"
+        if candidate.is_file():
+            return candidate
+    known = ", ".join(available_tomls(dirname)) or "none found"
+    raise UserError(f"unknown {what} '{ref}'; known {what}s: {known} (or pass a path to a .toml)")
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Parse a TOML file; malformed or unreadable files are one-line `ConfigError`s."""
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: malformed TOML ({err}); fix the syntax") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: cannot read ({err})") from None
