@@ -375,8 +375,8 @@ def test_main_figures_leave_out_paper_protocols_and_eot_points(honest_run: Path)
 
 
 def test_eot_section_numbers(honest_run: Path, honest_page: Path) -> None:
-    from robusthyper.run.tables import wilson
     from robusthyper.report import data as d
+    from robusthyper.run.tables import wilson
 
     results = read_run(honest_run).results
     acc = results[(results["metric"] == "accuracy") & (results["input"] == "adversarial")

@@ -261,9 +261,9 @@ def convert_v1(run: Run) -> None:
     the derived attacks keep their own word), `protocol` 'strong' where it is missing (OOD rows had none);
     a per-example table without `k_attack` (runs before 2026-11) is left out with a note, since several
     K_attack of one attack could not be told apart."""
-    from robusthyper.attacks import family_of_label
-
     def families(labels: pd.Series) -> pd.Series:
+        from robusthyper.attacks import family_of_label
+
         return labels.astype(str).map(family_of_label)
 
     results = run.results
