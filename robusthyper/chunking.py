@@ -10,11 +10,15 @@ saved-tensor hooks: the same figure on any device, so it is tested on the CPU).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from robusthyper.nets import frozen
+
+if TYPE_CHECKING:
+    from robusthyper.posteriors.base import Posterior
 
 CPU_MAX_ROWS = 2048
 """Largest K·B evaluated in one posterior call when gradients are off (bounds memory of big K_eval)."""
@@ -44,7 +48,7 @@ class RowLimits:
 CPU_LIMITS = RowLimits()
 
 
-def activation_bytes_per_row(posterior: torch.nn.Module, x: Tensor) -> int:
+def activation_bytes_per_row(posterior: Posterior, x: Tensor) -> int:
     """Bytes autograd keeps per K·B row in an attack step's forward pass (input gradients, frozen weights).
 
     The difference between a 2-row and a 1-row forward pass of one sample, each storage counted once, so that
@@ -84,7 +88,7 @@ def gpu_row_limits(bytes_per_row: int, free_bytes: int) -> RowLimits:
     )
 
 
-def row_limits(posterior: torch.nn.Module, x: Tensor) -> RowLimits:
+def row_limits(posterior: Posterior, x: Tensor) -> RowLimits:
     """The limits for inputs like `x` on the device they are on (see the module docstring)."""
     if x.device.type != "cuda":
         return CPU_LIMITS

@@ -208,7 +208,7 @@ def debian_fashion_dir() -> Path:
 # IDX files (the MNIST family's format)
 
 # IDX type code -> big-endian numpy dtype (http://yann.lecun.com/exdb/mnist/, "THE IDX FILE FORMAT").
-_IDX_DTYPES: Final = {
+_IDX_DTYPES: Final[dict[int, np.dtype[Any]]] = {
     0x08: np.dtype(">u1"),
     0x09: np.dtype(">i1"),
     0x0B: np.dtype(">i2"),

@@ -36,6 +36,9 @@ class Arch(str, Enum):
 class Standardize(nn.Module):
     """Per-channel (x - mean) / std inside the model, so attacks and clipping live in pixel space."""
 
+    mean: Tensor
+    std: Tensor
+
     def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1))
@@ -106,6 +109,7 @@ class WNConv2d(_WeightNorm):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, padding: int = 0) -> None:
         ref = nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding)
+        assert ref.bias is not None  # bias=True is Conv2d's default
         super().__init__(ref.weight.detach().clone(), ref.bias.detach().clone())
         self.padding = padding
 
@@ -213,12 +217,13 @@ def build_net(
 ) -> nn.Sequential:
     """Build a primary net by name; `widths` applies to the MLP only."""
     arch = Arch(arch)
-    common = dict(dropout=dropout, weight_norm=weight_norm)
     if arch is Arch.MLP:
-        return mlp(input_shape, num_classes, mean, std, widths=widths, **common)
+        return mlp(
+            input_shape, num_classes, mean, std, widths=widths, dropout=dropout, weight_norm=weight_norm
+        )
     if arch is Arch.LENET5:
-        return lenet5(input_shape, num_classes, mean, std, **common)
-    return cifar_cnn(input_shape, num_classes, mean, std, **common)
+        return lenet5(input_shape, num_classes, mean, std, dropout=dropout, weight_norm=weight_norm)
+    return cifar_cnn(input_shape, num_classes, mean, std, dropout=dropout, weight_norm=weight_norm)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -336,9 +341,14 @@ def _grouped_logits(suffix: nn.Sequential, params: Mapping[str, Tensor], h: Tens
         own = getattr(layer, attr)
         return None if own is None else own.expand(k, *own.shape)
 
+    def sampled_weight(name: str, layer: nn.Conv2d | nn.Linear) -> Tensor:
+        weight = sampled(name, layer, "weight")
+        assert weight is not None  # conv and linear layers always have one
+        return weight
+
     for name, layer in suffix.named_children():
         if isinstance(layer, nn.Conv2d):
-            weight, bias = sampled(name, layer, "weight"), sampled(name, layer, "bias")
+            weight, bias = sampled_weight(name, layer), sampled(name, layer, "bias")
             h, weight = channels_last(h), channels_last(weight.flatten(0, 1))
             h = F.conv2d(h, weight, None if bias is None else bias.flatten(), layer.stride,
                          layer.padding, layer.dilation, groups=k if grouped else 1)  # fmt: skip
@@ -350,7 +360,7 @@ def _grouped_logits(suffix: nn.Sequential, params: Mapping[str, Tensor], h: Tens
                 h = h.flatten(1).unsqueeze(0).expand(k, batch, -1)
             batched = True
             if isinstance(layer, nn.Linear):
-                weight, bias = sampled(name, layer, "weight"), sampled(name, layer, "bias")
+                weight, bias = sampled_weight(name, layer), sampled(name, layer, "bias")
                 product = torch.bmm(h, weight.transpose(1, 2))
                 h = product if bias is None else product + bias.unsqueeze(1)
         else:
@@ -395,6 +405,8 @@ def functional_logits(
     """
     k = _sample_count(params, k)
     batch = x.shape[0]
+    prefix: nn.Module
+    suffix: nn.Module
     if isinstance(net, nn.Sequential):
         split = _first_stochastic_layer(net, params)
         prefix, suffix = net[:split], net[split:]  # slices keep the layers' names, so params still match

@@ -192,7 +192,7 @@ def load(ref: str | Path, store: Path | str | None = None, device: torch.device 
 def list_checkpoints(store: Path | str | None = None) -> list[dict[str, Any]]:
     """One row per checkpoint in the store (newest last per recipe); unreadable ones are listed as such."""
     store = Path(store or default_store())
-    rows = []
+    rows: list[dict[str, Any]] = []
     if not store.is_dir():
         return rows
     for recipe_dir in sorted(p for p in store.iterdir() if p.is_dir()):

@@ -60,7 +60,7 @@ def evaluate_accuracy(
 ) -> float:
     """Accuracy of the posterior predictive (mean softmax over K fresh samples per batch)."""
     device = posterior.device
-    correct = 0
+    correct: float = 0
     for start in range(0, len(split), batch_size):
         x = split.x[start : start + batch_size].to(device)
         y = split.y[start : start + batch_size].to(device)

@@ -34,6 +34,7 @@ a `pyproject.toml`. Every table rejects unknown keys; a mistake ends in one line
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -42,6 +43,11 @@ from pydantic import Discriminator, Field, Tag, ValidationError, field_validator
 from robusthyper.errors import ConfigError, UserError
 from robusthyper.run import schema as s
 from robusthyper.settings import StrictModel, format_validation_error, read_toml
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10 has no tomllib; tomli is the same parser (a dependency there)
+    import tomli as tomllib
 
 PYPROJECT_TABLE = ("tool", "robusthyper", "gate")
 DEFAULT_POLICY = "robustness.toml"
@@ -289,6 +295,8 @@ def parse_policy(data: dict[str, Any], source: str) -> GatePolicy:
     try:
         return GatePolicy.model_validate(data)
     except ValidationError as err:
+        # _Untagged offers the one method format_validation_error reads, `errors()`, but that function
+        # (config.py) is typed to take a ValidationError; a Protocol parameter there would drop this ignore.
         message = format_validation_error(_Untagged(err), source)  # type: ignore[arg-type]
         raise ConfigError(message.replace("[(top level)] ", "")) from None
     except ValueError as err:  # raised by a before-validator (eps parsing)

@@ -30,14 +30,19 @@ class Posterior(nn.Module):
     Options: ClassVar[type[BaseModel]] = NoOptions
     stochastic: ClassVar[bool] = True
     """False only for a point estimate, whose K samples are all the same."""
-    chunk_samples: ClassVar[bool] = False
-    """Where K·B rows are too many for one gradient call (an attack step), split K (each chunk of samples on the
-    whole batch) instead of the batch, so that each step draws its K samples once. Split by batch, every
-    micro-batch draws its own K samples: for bbb (whole weight sets) that cost ~19% of an attack step, and
-    splitting K made its step 1.2x faster (K = 20, 128 images, 2-core CPU). MC dropout, BHN and BbH (scales)
-    keep the batch split, measured faster for them (1.5x for BHN): it runs their shared layers once per input."""
 
-    def __init__(self, net: nn.Module) -> None:
+    @property
+    def chunk_samples(self) -> bool:
+        """Where K·B rows are too many for one gradient call (an attack step), split K (each chunk of samples on
+        the whole batch) instead of the batch, so that each step draws its K samples once. Split by batch, every
+        micro-batch draws its own K samples: for bbb (whole weight sets) that cost ~19% of an attack step, and
+        splitting K made its step 1.2x faster (K = 20, 128 images, 2-core CPU). MC dropout, BHN and BbH (scales)
+        keep the batch split, measured faster for them (1.5x for BHN): it runs their shared layers once per
+        input. Subclasses override it with a class attribute or, where it depends on options, a property."""
+        return False
+
+    def __init__(self, net: nn.Module, options: BaseModel | None = None) -> None:
+        """`options`: an instance of the subclass's `Options`, which subclasses keep; the base has none."""
         super().__init__()
         self.net = net
 

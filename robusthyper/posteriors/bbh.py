@@ -161,7 +161,7 @@ class BayesByHypernet(Posterior):
         return logits, self.kl(params, generator)
 
     @property
-    def chunk_samples(self) -> bool:  # type: ignore[override]
+    def chunk_samples(self) -> bool:
         """Generated whole weight sets (target = "weights") are costly to draw, like bbb's: split K, not the batch."""
         return self.options.target == "weights"
 

@@ -142,7 +142,7 @@ def _directions_only(layer: _WeightNorm, h: Tensor) -> Tensor:
 
 
 def scaled_logits(
-    net: nn.Sequential, scales: dict[str, Tensor], x: Tensor, chunk_size: int | None = None
+    net: nn.Module, scales: dict[str, Tensor], x: Tensor, chunk_size: int | None = None
 ) -> Tensor:
     """Logits `[K, B, C]` of a weight-normalised `net` whose scales are `scales` `{"<layer>.g": [K, n_out]}`.
 
