@@ -7,13 +7,18 @@ build on it without importing each other.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
-import tomllib
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from robusthyper.errors import ConfigError, UserError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10 has no tomllib; tomli is the same parser (a dependency there)
+    import tomli as tomllib
 
 
 class StrictModel(BaseModel):

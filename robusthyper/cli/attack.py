@@ -160,8 +160,10 @@ def _specs(
             raise UserError(
                 f"unknown attack '{ref}'; known: {', '.join(known)}; presets: {', '.join(available_presets())}"
             )
-        for k_value in k_attack or [None]:
-            for eot_value in eot or [None]:
+        k_values: list[int | None] = [*k_attack] if k_attack else [None]
+        eot_values: list[str | None] = [*eot] if eot else [None]
+        for k_value in k_values:
+            for eot_value in eot_values:
                 extra = {"k_attack": k_value, "eot": eot_value}
                 overrides = {**common, **{k: v for k, v in extra.items() if v is not None}}
                 if ref.lower() in known:

@@ -317,12 +317,13 @@ def _check_rule(
     now = min(stats, key=lambda s: sign * s.value)
     then = min(base_stats, key=lambda s: sign * s.value)
     change = sign * (then.value - now.value)  # drop = baseline - now; rise = now - baseline
-    low = high = None
+    low: float | None = None
+    high: float | None = None
     if now.low is not None and then.low is not None:
         a, b = (then, now) if sign == 1 else (now, then)
         low, high = newcombe(a.value, (a.low, a.high), b.value, (b.low, b.high))  # type: ignore[arg-type]
-    statistic = {"lower": low, "upper": high}.get(rule.bound, change)
-    statistic = change if statistic is None else statistic
+    bound = {"lower": low, "upper": high}.get(rule.bound, change)
+    statistic = change if bound is None else bound
     return RuleResult(rule, bool(statistic <= rule.threshold), change, low, high, statistic, rule.threshold,
                       now.n, len(stats), current=now.value, baseline=then.value,
                       where=_where(now.row, rule))  # fmt: skip

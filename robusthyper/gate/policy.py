@@ -34,7 +34,6 @@ a `pyproject.toml`. Every table rejects unknown keys; a mistake ends in one line
 from __future__ import annotations
 
 import math
-import sys
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -43,11 +42,6 @@ from pydantic import Discriminator, Field, Tag, ValidationError, field_validator
 from robusthyper.errors import ConfigError, UserError
 from robusthyper.run import schema as s
 from robusthyper.settings import StrictModel, format_validation_error, read_toml
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # Python 3.10 has no tomllib; tomli is the same parser (a dependency there)
-    import tomli as tomllib
 
 PYPROJECT_TABLE = ("tool", "robusthyper", "gate")
 DEFAULT_POLICY = "robustness.toml"

@@ -63,7 +63,8 @@ def plan_specs(evaluation: Evaluation, source: str = "policy") -> list[Any]:
         preset = table.pop("preset", None)
         where = f"{source} [[evaluate.attacks]] #{i + 1}"
         for seed in evaluation.seeds:
-            for k_attack in evaluation.k_attack or [None]:
+            k_values: list[int | None] = [*evaluation.k_attack] if evaluation.k_attack else [None]
+            for k_attack in k_values:
                 extra = {"seed": seed, "k_attack": k_attack, "k_eval": evaluation.k_eval}
                 overrides = {**table, **{k: v for k, v in extra.items() if v is not None}}
                 if preset is not None:

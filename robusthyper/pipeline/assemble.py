@@ -75,7 +75,8 @@ def planned_tables(names: Sequence[str], specs: Sequence[AttackSpec], ood: bool)
     """The results and examples tables a run of `specs` on models `names` will hold, with placeholder values
     (0) and one example per cell, built by the same row builders as a real run: what a gate's rules are
     checked against before a long evaluation starts. OOD rows get the set name '*'."""
-    placeholder = compute.Outcome(*(np.zeros(1) for _ in range(5)), norm=np.zeros(1))
+    zero = np.zeros(1)
+    placeholder = compute.Outcome(zero, zero, zero, zero, zero, norm=zero)
     rows: list[dict] = []
     frames: list[pd.DataFrame] = []
     for name in names:

@@ -481,7 +481,7 @@ def detection_aware_table(frame: pd.DataFrame) -> pd.DataFrame:
     out = wide.index.to_frame(index=False)
     names = {"robust_acc": "robust acc", "detection_aware_acc": "detection-aware acc", "flagged": "flagged"}
 
-    def col(value: str, kind: str) -> pd.Series:
+    def col(value: str, kind: str) -> np.ndarray:
         if (value, kind) in wide.columns:
             return wide[(value, kind)].to_numpy()
         return np.full(len(wide), np.nan)

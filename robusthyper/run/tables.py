@@ -76,7 +76,7 @@ def detection_rows(run_results: pd.DataFrame, examples: pd.DataFrame) -> pd.Data
     check, with the cell's settings and n."""
     table = detection_aurocs(examples)
     table = table[table["subset"] == "all"]
-    datasets = run_results[s.DATASET].dropna().unique() if s.DATASET in run_results else []
+    datasets = list(run_results[s.DATASET].dropna().unique()) if s.DATASET in run_results else []
     counts = examples.groupby([c for c in s.EXAMPLE_KEYS if c in examples.columns], sort=False,
                               dropna=False).size().rename(s.N).reset_index()  # fmt: skip
     table = table.merge(counts, on=[c for c in s.EXAMPLE_KEYS if c in table.columns], how="left")
