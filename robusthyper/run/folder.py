@@ -234,26 +234,30 @@ def _checked(
     run.results[s.EPS] = pd.to_numeric(run.results[s.EPS], errors="coerce")
     for column in (s.MODEL, s.ATTACK, s.FAMILY, s.PROTOCOL, s.INPUT, s.METRIC):
         run.results[column] = run.results[column].astype(str)
+    run.examples = _usable(run, run.examples, s.REQUIRED_EXAMPLES, "the per-example table",
+                           "the tables drawn from it (detection AUROCs, reliability) are left out")  # fmt: skip
     if run.examples is not None:
-        missing = [c for c in s.REQUIRED_EXAMPLES if c not in run.examples.columns]
-        if missing:
-            run.notes.append(f"the per-example table lacks column(s) {', '.join(missing)}: the tables drawn "
-                             "from it (detection AUROCs, reliability) are left out")  # fmt: skip
-            run.examples = None
-        else:
-            for column in (s.MODEL, s.ATTACK, s.FAMILY):
-                run.examples[column] = run.examples[column].astype(str)
+        for column in (s.MODEL, s.ATTACK, s.FAMILY):
+            run.examples[column] = run.examples[column].astype(str)
+    run.flags = _usable(run, run.flags, s.FLAG_COLUMNS, f"the sanity flags ({s.FLAGS_CSV})",
+                        "not a robusthyper flags table, so the sanity flags are not shown")  # fmt: skip
     if run.flags is not None:
-        missing = [c for c in s.FLAG_COLUMNS if c not in run.flags.columns]
-        if missing:
-            run.notes.append(f"the sanity flags ({s.FLAGS_CSV}) lack column(s) {', '.join(missing)}: not a "
-                             "robusthyper flags table, so the sanity flags are not shown")  # fmt: skip
-            run.flags = None
-        else:
-            run.flags = run.flags[list(s.FLAG_COLUMNS)].astype({"code": str, "severity": str, "model": str,
-                                                                 "attack": str, "message": str})  # fmt: skip
-            run.flags["eps"] = pd.to_numeric(run.flags["eps"], errors="coerce")
+        run.flags = run.flags[list(s.FLAG_COLUMNS)].astype({"code": str, "severity": str, "model": str,
+                                                             "attack": str, "message": str})  # fmt: skip
+        run.flags["eps"] = pd.to_numeric(run.flags["eps"], errors="coerce")
     return run
+
+
+def _usable(run: Run, table: pd.DataFrame | None, required: tuple[str, ...], what: str,
+            consequence: str) -> pd.DataFrame | None:  # fmt: skip
+    """`table` when it has the `required` columns; else None, with a note on the run saying what is lost."""
+    if table is None:
+        return None
+    missing = [c for c in required if c not in table.columns]
+    if missing:
+        run.notes.append(f"{what} lacks column(s) {', '.join(missing)}: {consequence}")
+        return None
+    return table
 
 
 def convert_v1(run: Run) -> None:
