@@ -175,13 +175,8 @@ def _attack_split(
         np.random.seed((spec.seed * 7919 + restart) % 2**32)
         for b, start in enumerate(range(0, len(y), batch_size)):
             xb, yb = x[start : start + batch_size], y[start : start + batch_size]
-            if attack is None:
-                x_adv = xb
-            else:
-                onehot = np.eye(num_classes, dtype=np.float32)[
-                    yb.cpu().numpy()
-                ]  # true labels, never predictions
-                x_adv = torch.from_numpy(attack.generate(xb.cpu().numpy(), onehot)).to(device)
+            # True labels, never predictions.
+            x_adv = xb if attack is None else attack.generate(xb, yb)
             delta_norm = _perturbation_norm(x_adv - xb, spec.norm)
             # The papers' protocols (clip = false) may leave [0, 1] as their code did; the eps budget holds always.
             outside = spec.clip and bool(x_adv.min() < 0 or x_adv.max() > 1)

@@ -1,45 +1,134 @@
-"""Attacks: an explicit registry from `AttackName` to a builder of the ART attack, plus the loss the ART
-estimator must carry for it. One small file per attack family; add one by adding a file and a line here.
+"""Attacks: the registry of self-describing attack families (`FAMILIES`), and `build_attack`.
+
+Each family's file declares an `AttackFamily` (name, summary, defaults, traits, norms, builder: see
+`robusthyper.attacks.family`); one `register` line below adds it. `AttackSpec` defaults and validation, the
+sanity checks (`robusthyper.sanity`), `robusthyper attack --help` and the README's attack table
+(`python -m robusthyper.attacks`) all read the registry, so adding an attack is one new file plus one line here.
 
 `build_attack(posterior, spec, ...)` wraps a posterior in a `StochasticEnsemble` (K_attack samples, its own
-generator) and an ART estimator with the spec's EOT mode, and returns an object with ART's `generate(x, y)`.
+generator) and returns the family's `Attack`: `generate(x, y) -> x_adv` on tensors.
+
+Importing this package is cheap (no torch, numpy, pydantic or ART): `AttackSpec`, `make_spec`, the presets and
+the other spec helpers are loaded on first use.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+import importlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
+from robusthyper.attacks import apgd, fgsm, paper_bbh, paper_bhn, pgd, pgd_adaptive, square
+from robusthyper.attacks.family import (
+    STEPS_SUFFIX,
+    ArtAdapter,
+    ArtAttack,
+    ArtEstimator,
+    Attack,
+    AttackFamily,
+    Norm,
+    Trait,
+)
+from robusthyper.errors import ConfigError
 
-from robusthyper.attacks import adaptive, apgd, fgsm, paper, pgd, square
-from robusthyper.attacks.presets import available_presets, find_preset, load_preset
-from robusthyper.attacks.spec import AttackName, AttackSpec, Norm, expand, make_spec, parse_eps
-from robusthyper.ensemble import DifferenceLogitsRatio, StochasticEnsemble, art_classifier
-from robusthyper.posteriors.base import Posterior
+if TYPE_CHECKING:
+    import torch
+
+    from robusthyper.attacks.presets import available_presets, find_preset, load_preset
+    from robusthyper.attacks.spec import AttackSpec, applicable, expand, make_spec, parse_eps
+    from robusthyper.posteriors.base import Posterior
+
+FAMILIES: dict[str, AttackFamily] = {}
+"""Every registered attack family by name, in registration order (help, README and contract tests follow it)."""
 
 
-@dataclass(frozen=True)
-class AttackFamily:
-    build: Callable[[Any, AttackSpec, int], Any]
-    """(ART estimator, spec, batch size) -> ART attack."""
-    loss: Callable[[], nn.Module]
-    """The attack loss the estimator carries (on log p̄; per sample in mean-loss mode)."""
+def register(family: AttackFamily) -> AttackFamily:
+    """Add `family` to the registry; a name already registered is a `ValueError`. Returns `family`."""
+    if family.name in FAMILIES:
+        raise ValueError(f"attack family '{family.name}' is already registered")
+    FAMILIES[family.name] = family
+    return family
 
 
-ATTACKS: dict[AttackName, AttackFamily] = {
-    AttackName.FGSM: AttackFamily(fgsm.build, nn.CrossEntropyLoss),
-    AttackName.PGD: AttackFamily(pgd.build, nn.CrossEntropyLoss),
-    AttackName.APGD_CE: AttackFamily(apgd.build, nn.CrossEntropyLoss),
-    AttackName.APGD_DLR: AttackFamily(apgd.build, DifferenceLogitsRatio),
-    AttackName.SQUARE: AttackFamily(square.build, nn.CrossEntropyLoss),
-    # Own torch loops on the estimator's ensemble (the ART loss is unused): attacks/adaptive.py, paper.py.
-    AttackName.PGD_ADAPTIVE: AttackFamily(adaptive.build, nn.CrossEntropyLoss),
-    AttackName.PAPER_BHN_FGSM: AttackFamily(paper.build, nn.CrossEntropyLoss),
-    AttackName.PAPER_BBH_FGSM: AttackFamily(paper.build, nn.CrossEntropyLoss),
-}
+def unregister(name: str) -> AttackFamily:
+    """Remove a family from the registry (tests); returns it."""
+    return FAMILIES.pop(name)
+
+
+@contextmanager
+def registered(family: AttackFamily) -> Iterator[AttackFamily]:
+    """`family` registered for the duration of the block (tests)."""
+    register(family)
+    try:
+        yield family
+    finally:
+        unregister(family.name)
+
+
+register(fgsm.FGSM)
+register(pgd.PGD)
+register(apgd.APGD_CE)
+register(apgd.APGD_DLR)
+register(square.SQUARE)
+register(pgd_adaptive.PGD_ADAPTIVE)
+register(paper_bhn.PAPER_BHN_FGSM)
+register(paper_bbh.PAPER_BBH_FGSM)
+
+
+def family(name: str) -> AttackFamily:
+    """The registered family called `name` (case and surrounding spaces ignored); else a one-line
+    `ConfigError` listing the known names."""
+    key = str(name).strip().lower()
+    if key not in FAMILIES:
+        raise ConfigError(f"unknown attack '{name}'; known: {', '.join(FAMILIES)}")
+    return FAMILIES[key]
+
+
+def family_of_label(label: object) -> str:
+    """The family of a results-table attack label: labels are the name of a single-step family ('fgsm',
+    'paper-bbh-fgsm') and 'name-<steps>' otherwise ('pgd-40', 'apgd-ce-100', 'pgd-adaptive-20'). A label of no
+    registered family ('worst-case', an old run's) loses a trailing '-<digits>' all the same."""
+    text = str(label)
+    return text if text in FAMILIES else STEPS_SUFFIX.sub("", text)
+
+
+def families_with(*traits: Trait, without: tuple[Trait, ...] = ()) -> list[str]:
+    """Names of the registered families that have every one of `traits` and none of `without`."""
+    return [
+        name for name, f in FAMILIES.items() if f.has(*traits) and not any(t in f.traits for t in without)
+    ]
+
+
+def markdown_table() -> str:
+    """The README's attack table, generated from the registry (`python -m robusthyper.attacks` prints it)."""
+    lines = [
+        "| attack | what it does | steps | step size | random start | norms | traits |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for f in FAMILIES.values():
+        summary = f.summary.replace("|", "\\|")
+        traits = ", ".join(t.value for t in Trait if t in f.traits)
+        norms = ", ".join(n.value for n in f.norms)
+        start = "yes" if f.random_init else "no"
+        lines.append(
+            f"| `{f.name}` | {summary} | {f.steps} | {f.default_step()} | {start} | {norms} | {traits} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def help_lines() -> list[str]:
+    """One line per registered family for `robusthyper attack --help`: name, summary, defaults, norms."""
+    out = []
+    for f in FAMILIES.values():
+        unit = ("query", "queries") if f.has(Trait.GRADIENT_FREE) else ("step", "steps")
+        defaults = f"{f.steps} {unit[f.steps != 1]}"
+        if f.step_factor is not None and not f.is_single_step:
+            defaults += f" of {f.default_step()}"
+        if f.random_init:
+            defaults += ", random start"
+        out.append(f"{f.name}: {f.summary} [{defaults}; {'/'.join(n.value for n in f.norms)}]")
+    return out
 
 
 def build_attack(
@@ -49,34 +138,71 @@ def build_attack(
     num_classes: int,
     batch_size: int = 128,
     generator: torch.Generator | None = None,
-) -> Any:
-    """The ART attack for `spec` against `posterior`'s model average (K = `spec.k_attack` per step).
+) -> Attack:
+    """The attack for `spec` against `posterior`'s model average (K = `spec.k_attack` per step).
 
     `generator` drives posterior sampling during the attack (default: seeded with `spec.seed`). Seed numpy
-    before `generate`: ART's random starts and Square's squares come from its global RNG.
+    before `generate`: ART's random starts, Square's squares and the own loops' random starts come from its
+    global RNG.
     """
+    import torch
+
+    from robusthyper.ensemble import StochasticEnsemble
+
     if spec.eps <= 0:
         raise ValueError("eps = 0 needs no attack: evaluate the clean inputs instead")
     device = posterior.device
     if generator is None:
         generator = torch.Generator(device=device).manual_seed(spec.seed)
     ensemble = StochasticEnsemble(posterior, spec.k_attack, generator)
-    family = ATTACKS[spec.attack]
-    estimator = art_classifier(ensemble, spec.eot, family.loss(), input_shape, num_classes)
-    return family.build(estimator, spec, batch_size)
+    return family(spec.attack).attack(ensemble, spec, input_shape, num_classes, batch_size)
+
+
+_LAZY = {
+    "AttackSpec": "robusthyper.attacks.spec",
+    "applicable": "robusthyper.attacks.spec",
+    "expand": "robusthyper.attacks.spec",
+    "make_spec": "robusthyper.attacks.spec",
+    "parse_eps": "robusthyper.attacks.spec",
+    "available_presets": "robusthyper.attacks.presets",
+    "find_preset": "robusthyper.attacks.presets",
+    "load_preset": "robusthyper.attacks.presets",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """The spec and preset helpers, imported on first use (they need pydantic and torch)."""
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [
-    "ATTACKS",
+    "FAMILIES",
+    "ArtAdapter",
+    "ArtAttack",
+    "ArtEstimator",
+    "Attack",
     "AttackFamily",
-    "AttackName",
     "AttackSpec",
     "Norm",
+    "Trait",
+    "applicable",
     "available_presets",
     "build_attack",
     "expand",
+    "families_with",
+    "family",
+    "family_of_label",
     "find_preset",
+    "help_lines",
     "load_preset",
     "make_spec",
+    "markdown_table",
     "parse_eps",
+    "register",
+    "registered",
+    "unregister",
 ]

@@ -11,18 +11,17 @@
 
 Both keep `clip = false` by default (the papers' inputs leave [0, 1]); `clip = true` clamps to [0, 1]. The
 spec's `protocol` property ('paper-bhn', 'paper-bbh') and the attack name mark the rows as the papers'.
-`generate(x, y)` works on numpy arrays like an ART attack, so the registry can build them.
+The families are declared in `paper_bhn.py` and `paper_bbh.py`; `PaperFgsm` is the `Attack` both build.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-import numpy as np
 import torch
 from torch import Tensor
 
-from robusthyper.attacks.spec import AttackName, AttackSpec
+from robusthyper.attacks.paper_bbh import PAPER_BBH_FGSM
+from robusthyper.attacks.paper_bhn import PAPER_BHN_FGSM
+from robusthyper.attacks.spec import AttackSpec
 from robusthyper.ensemble import StochasticEnsemble
 from robusthyper.metrics import log_predictive, nll
 
@@ -53,36 +52,31 @@ def bbh_fgsm(
     return x_adv.clamp(0.0, 1.0) if clip else x_adv
 
 
+BHN, BBH = PAPER_BHN_FGSM.name, PAPER_BBH_FGSM.name
+_SAMPLES = PAPER_BBH_FGSM.spec_defaults["samples_averaged"]
+
+
 class PaperFgsm:
-    """`paper-bhn-fgsm` or `paper-bbh-fgsm` with an ART-like `generate(x, y) -> x_adv` on numpy arrays."""
+    """`paper-bhn-fgsm` or `paper-bbh-fgsm` (by `spec.attack`) as an `Attack`: `generate(x, y) -> x_adv`."""
 
     def __init__(self, ensemble: StochasticEnsemble, spec: AttackSpec, batch_size: int = 128) -> None:
-        if spec.attack not in (AttackName.PAPER_BHN_FGSM, AttackName.PAPER_BBH_FGSM):
-            raise ValueError(f"{spec.attack.value} is not one of the papers' protocols")
+        if spec.attack not in (BHN, BBH):
+            raise ValueError(f"{spec.attack} is not one of the papers' protocols")
         self.ensemble = ensemble
         self.spec = spec
         self.batch_size = batch_size
 
     def perturb(self, x: Tensor, y: Tensor) -> Tensor:
         spec = self.spec
-        if spec.attack is AttackName.PAPER_BHN_FGSM:
+        if spec.attack == BHN:
             return bhn_fgsm(self.ensemble, x, y, spec.eps, spec.clip)
-        return bbh_fgsm(self.ensemble, x, y, spec.eps, spec.samples_averaged or 100, spec.clip)
+        return bbh_fgsm(self.ensemble, x, y, spec.eps, spec.samples_averaged or _SAMPLES, spec.clip)
 
-    def generate(self, x: np.ndarray, y: np.ndarray | None = None, **_: Any) -> np.ndarray:
-        if y is None:
-            raise ValueError(f"{self.spec.attack.value} needs the true labels")
-        device = self.ensemble.generator.device
-        labels = np.asarray(y)
-        labels = labels.argmax(axis=1) if labels.ndim == 2 else labels
-        out = []
-        for start in range(0, len(x), self.batch_size):
-            xb = torch.from_numpy(np.asarray(x[start : start + self.batch_size], dtype=np.float32)).to(device)
-            yb = torch.from_numpy(labels[start : start + self.batch_size]).long().to(device)
-            out.append(self.perturb(xb, yb).detach().cpu().numpy())
-        return np.concatenate(out) if out else np.asarray(x, dtype=np.float32)
-
-
-def build(estimator: Any, spec: AttackSpec, batch_size: int) -> PaperFgsm:
-    """Registry builder: uses the ART estimator's `StochasticEnsemble` (K_attack samples, its generator)."""
-    return PaperFgsm(estimator.ensemble, spec, batch_size)
+    def generate(self, x: Tensor, y: Tensor) -> Tensor:
+        """Adversarial examples for `x` `[N, ...]` and true index labels `y` `[N]` (on the ensemble's device),
+        in batches of `batch_size`."""
+        parts = [
+            self.perturb(x[start : start + self.batch_size], y[start : start + self.batch_size]).detach()
+            for start in range(0, len(x), self.batch_size)
+        ]
+        return torch.cat(parts) if parts else x.detach().clone()

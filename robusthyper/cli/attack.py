@@ -175,7 +175,7 @@ def _specs(
 ) -> list[Any]:
     """The AttackSpecs of the command line: every attack (a name or a preset) for every K_attack and EOT
     mode, with the options that were given."""
-    from robusthyper.attacks import AttackName, available_presets, expand, load_preset
+    from robusthyper.attacks import FAMILIES, available_presets, expand, load_preset
     from robusthyper.attacks.presets import is_preset_ref
     from robusthyper.attacks.spec import applicable
 
@@ -183,7 +183,7 @@ def _specs(
     if eps:
         common["eps"] = list(eps)
     specs = []
-    known = [a.value for a in AttackName]
+    known = list(FAMILIES)
     for ref in refs or ["pgd"]:
         if ref.lower() not in known and not is_preset_ref(ref):
             raise UserError(
