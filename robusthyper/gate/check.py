@@ -198,9 +198,11 @@ def check_comparable(results: pd.DataFrame, baseline: pd.DataFrame) -> None:
 
 def _attack_matches(labels: pd.Series, attack: str) -> pd.Series:
     """'pgd' matches 'pgd-40' and 'pgd-10' (an attack name), 'pgd-40' only itself (a label)."""
+    from robusthyper.attacks import family_of_label
+
     want = attack.strip().lower()
     lower = labels.str.lower()
-    return (lower == want) | (lower.str.replace(r"-\d+$", "", regex=True) == want)
+    return (lower == want) | (lower.map(family_of_label) == want)
 
 
 def _known(values: Any) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -399,7 +398,9 @@ def seeds(results: pd.DataFrame, meta: dict[str, Any]) -> list[str]:
 
 def family(label: Any) -> str:
     """An attack label without its step count: 'pgd-40' -> 'pgd', 'pgd-adaptive-20' -> 'pgd-adaptive'."""
-    return re.sub(r"-\d+$", "", str(label))
+    from robusthyper.attacks import family_of_label
+
+    return family_of_label(label)
 
 
 def is_paper(frame: pd.DataFrame) -> pd.Series:
