@@ -166,7 +166,7 @@ class Runner:
             )
             self.attacks[method] = build_attack(posterior, spec, shape, classes, batch_size=batch)
             if max_rows_grad:
-                self.attacks[method].estimator.ensemble.max_rows_grad = max_rows_grad
+                self.attacks[method].ensemble.max_rows_grad = max_rows_grad
         import torchattacks
 
         device = self.device = posterior.device
@@ -195,7 +195,7 @@ class Runner:
         if method == "art-loop":  # a plain user's model: trainable parameters
             return torch.from_numpy(attack.generate(x.cpu().numpy(), y.cpu().numpy())).to(self.device)
         with frozen(self.posterior):
-            return torch.from_numpy(attack.generate(x.cpu().numpy(), y.cpu().numpy())).to(self.device)
+            return attack.generate(x, y)  # robusthyper's `Attack`: tensors in and out
 
 
 def bench_model(name: str, posterior: Posterior, x: Tensor, y: Tensor, args: argparse.Namespace,

@@ -61,10 +61,10 @@ def child(args: argparse.Namespace) -> None:
         if args.phase == "attack":
             spec = make_spec(attack="pgd", eps=0.1, steps=args.steps, k_attack=args.k)
             attack = build_attack(posterior, spec, tuple(x.shape[1:]), 10, batch_size=args.batch)
-            attack.estimator.ensemble.max_rows_grad = rows
+            attack.ensemble.max_rows_grad = rows
             if args.unchunked:  # one graph, one backward pass over the whole batch
-                attack.estimator.ensemble.max_rows_backward = UNCHUNKED
-            attack.generate(x.cpu().numpy(), y.cpu().numpy())
+                attack.ensemble.max_rows_backward = UNCHUNKED
+            attack.generate(x, y)
         else:
             ens = StochasticEnsemble(posterior, args.k, max_rows=rows)
             with torch.no_grad():

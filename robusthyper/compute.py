@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -115,9 +116,11 @@ def evaluate_batch(posterior: Posterior, x: torch.Tensor, y: torch.Tensor, k: in
 
 
 def seed_everything(seed: int) -> None:
-    """ART's random starts and Square use numpy's global RNG, some tools torch's: seed both per cell."""
+    """ART's random starts and Square use numpy's global RNG (Square's L2 steps Python's too), some tools
+    torch's: seed all three per cell."""
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
+    random.seed(seed)
 
 
 def _perturbation_norm(delta: torch.Tensor, norm: Norm) -> torch.Tensor:
@@ -158,13 +161,10 @@ def attack_outcome(
         attack = None if spec.eps == 0 else build_attack(posterior, spec, input_shape, classes, batch_size,
                                                          attack_gen)  # fmt: skip
         np.random.seed((spec.seed * 7919 + restart) % 2**32)
+        random.seed(spec.seed * 7919 + restart)  # ART's Square draws its L2 steps from Python's RNG
         for b, start in enumerate(range(0, len(y), batch_size)):
             xb, yb = x[start : start + batch_size], y[start : start + batch_size]
-            if attack is None:
-                x_adv = xb
-            else:
-                onehot = np.eye(classes, dtype=np.float32)[yb.cpu().numpy()]  # true labels, never predictions
-                x_adv = torch.from_numpy(attack.generate(xb.cpu().numpy(), onehot)).to(device)
+            x_adv = xb if attack is None else attack.generate(xb, yb)  # true labels, never predictions
             delta_norm = _perturbation_norm(x_adv - xb, spec.norm)
             # The papers' protocols (clip = false) may leave [0, 1] as their code did; the eps budget holds always.
             outside = spec.clip and bool(x_adv.min() < 0 or x_adv.max() > 1)

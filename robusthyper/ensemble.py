@@ -213,6 +213,11 @@ def _reduce(loss: Tensor, reduction: str) -> Tensor:
     raise ValueError(f"unknown reduction '{reduction}'")
 
 
+def _tensor(x: np.ndarray | Tensor) -> Tensor:
+    """ART hands over numpy arrays (FGSM) or tensors (PGD's torch path)."""
+    return torch.from_numpy(x) if isinstance(x, np.ndarray) else x
+
+
 def _art_classifier_class() -> type:
     from art.estimators.classification import PyTorchClassifier
 
@@ -259,7 +264,7 @@ def _art_classifier_class() -> type:
             (memory bounded in K); input gradients only, so weight gradients are never computed. Equals ART's
             `PyTorchClassifier.loss_gradient` (one graph, mean loss) up to float rounding (tested)."""
             as_numpy = isinstance(x, np.ndarray)
-            x_t = (torch.from_numpy(x) if as_numpy else x).to(self._device)
+            x_t = _tensor(x).to(self._device)
             labels = self._labels(y)
             grads = []
             self.ensemble.size_for(x_t)
@@ -276,7 +281,7 @@ def _art_classifier_class() -> type:
             if self.eot is EotMode.BMA:
                 return super().compute_loss(x, y, reduction=reduction, **kwargs)
             as_numpy = isinstance(x, np.ndarray)
-            x_t = (torch.from_numpy(x) if as_numpy else x).to(self._device)
+            x_t = _tensor(x).to(self._device)
             with torch.no_grad():
                 loss = self._per_sample_loss(x_t, self._labels(y), reduction)
             return loss.cpu().numpy() if as_numpy else loss

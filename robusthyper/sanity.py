@@ -8,22 +8,25 @@ eps, input, metric) and returns `Flag`s, each naming the model, attack and eps, 
 |---|---|
 | `non-monotone` | robust accuracy rises with eps for the same attack settings |
 | `not-near-zero` | an iterative gradient attack leaves accuracy well above 0 at a large eps (>= `large_eps`) |
-| `iterative-weaker-than-fgsm` | PGD / APGD leaves more accuracy than FGSM at the same eps |
-| `square-stronger` | the gradient-free Square attack beats every gradient attack at that eps (masked gradients) |
+| `iterative-weaker-than-fgsm` | an iterative attack (PGD, APGD) leaves more accuracy than a single step (FGSM) |
+| `square-stronger` | a gradient-free attack (Square) beats every gradient attack at that eps (masked gradients) |
 | `eot-not-converged` | robust accuracy still falls when K_attack doubles (rows differing only in k_attack) |
 | `zero-gradients`, `nonfinite-gradients` | from `grad_*_fraction` rows that `gradient_health` provides |
 
 Differences are judged against sampling noise: two accuracies over n examples differ "beyond noise" when the
 gap exceeds `z` binomial standard errors, sqrt(p(1-p)/n) per accuracy (combined in quadrature), and at least
-`min_gap`. The papers' protocols (`paper-*`) and the `worst-case` rows are not checked: they are weak or
-combined by design. `flags_to_frame` turns the flags into a table to store beside the results or gate on.
+`min_gap`. The papers' protocols and the `worst-case` rows are not checked: they are weak or combined by design.
+`flags_to_frame` turns the flags into a table to store beside the results or gate on.
+
+Which attack is which comes from the registry's traits (`robusthyper.attacks.Trait`), read at call time, so a
+family registered later is checked like the built-in ones: a row's family is its `family` column where the table
+has one, else `robusthyper.attacks.family_of_label(attack)`.
 """
 
 from __future__ import annotations
 
 import math
-import re
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from enum import Enum
 from typing import Any
 
@@ -31,15 +34,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-GRADIENT_METRICS = ("grad_zero_fraction", "grad_nan_fraction", "grad_inf_fraction")
-"""Metrics of the rows `gradient_health_rows` makes (input 'clean', attack 'gradient-check', eps 0)."""
-GRADIENT_CHECK = "gradient-check"
+from robusthyper.attacks import Trait, families_with, family_of_label
+from robusthyper.run.schema import FLAG_COLUMNS, GRADIENT_CHECK, GRADIENT_METRICS
 
-SINGLE_STEP = {"fgsm"}
-ITERATIVE = {"pgd", "apgd-ce", "apgd-dlr"}
-"""Iterative gradient attacks on the classification loss alone. `pgd-adaptive` is left out: with lambda > 0
-it trades misclassification for a low detection score, so it may legitimately leave more accuracy."""
-GRADIENT_FREE = {"square"}
 CURVE_KEYS = ("model", "attack", "norm", "eot", "k_attack", "k_eval", "seed", "restarts")
 """Rows that differ only in eps form one robustness curve."""
 
@@ -84,9 +81,31 @@ class Tolerance:
     """Share of exactly-zero input-gradient entries above which gradients count as masked."""
 
 
-def _family(label: str) -> str:
-    """'pgd-40' -> 'pgd', 'apgd-ce-100' -> 'apgd-ce', 'fgsm' -> 'fgsm'."""
-    return re.sub(r"-\d+$", "", str(label))
+@dataclass(frozen=True)
+class Families:
+    """The registered families as the checks group them (`families()`)."""
+
+    single_step: frozenset[str]
+    """Single steps (FGSM): the baseline an iterative attack must beat."""
+    iterative: frozenset[str]
+    """Iterative gradient attacks on the classification loss alone; detection-aware ones (`pgd-adaptive`) are
+    left out: they trade misclassification for a low detection score, so may legitimately leave more accuracy."""
+    gradient_free: frozenset[str]
+    """Gradient-free attacks (Square): a check against masked gradients."""
+    paper: frozenset[str]
+    """The papers' own weak protocols: never checked."""
+
+
+def families() -> Families:
+    """The registry's families by trait, now (a family registered later is included)."""
+    return Families(
+        single_step=frozenset(families_with(Trait.SINGLE_STEP, without=(Trait.PAPER_PROTOCOL,))),
+        iterative=frozenset(
+            families_with(Trait.ITERATIVE, without=(Trait.DETECTION_AWARE, Trait.PAPER_PROTOCOL))
+        ),
+        gradient_free=frozenset(families_with(Trait.GRADIENT_FREE)),
+        paper=frozenset(families_with(Trait.PAPER_PROTOCOL)),
+    )
 
 
 def _se(p: float, n: float) -> float:
@@ -105,7 +124,8 @@ def robust_accuracy(results: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame()
     rows = results[(results["metric"] == "accuracy") & (results["input"] == "adversarial")].copy()
     rows = rows.rename(columns={"value": "acc"})
-    rows["family"] = rows["attack"].map(_family)
+    by_label = rows["attack"].map(family_of_label)
+    rows["family"] = rows["family"].where(rows["family"].notna(), by_label) if "family" in rows else by_label
     if "n" not in rows:
         rows["n"] = np.nan
     return rows
@@ -120,6 +140,7 @@ def flags(
     results lack an `n` column.
     """
     tol = tolerance or Tolerance()
+    kinds = families()
     acc = robust_accuracy(results)
     found: list[Flag] = []
     if not acc.empty:
@@ -127,11 +148,11 @@ def flags(
             counts = examples.groupby(["model", "attack", "eps"]).size().rename("n_ex").reset_index()
             acc = acc.merge(counts, on=["model", "attack", "eps"], how="left")
             acc["n"] = acc["n"].fillna(acc["n_ex"])
-        checked = acc[~acc["family"].str.startswith("paper-") & (acc["attack"] != "worst-case")]
+        checked = acc[~acc["family"].isin(kinds.paper) & (acc["attack"] != "worst-case")]
         found += _non_monotone(checked, tol)
-        found += _not_near_zero(checked, tol)
-        found += _iterative_vs_fgsm(_largest_k(checked), tol)
-        found += _square_stronger(_largest_k(checked), tol)
+        found += _not_near_zero(checked, kinds, tol)
+        found += _iterative_vs_fgsm(_largest_k(checked), kinds, tol)
+        found += _square_stronger(_largest_k(checked), kinds, tol)
         found += _eot_not_converged(checked, tol)
     found += _gradient_flags(results, tol)
     return found
@@ -158,9 +179,9 @@ def _non_monotone(acc: pd.DataFrame, tol: Tolerance) -> list[Flag]:
     return out
 
 
-def _not_near_zero(acc: pd.DataFrame, tol: Tolerance) -> list[Flag]:
+def _not_near_zero(acc: pd.DataFrame, kinds: Families, tol: Tolerance) -> list[Flag]:
     out = []
-    iterative = acc[acc["family"].isin(ITERATIVE)]
+    iterative = acc[acc["family"].isin(kinds.iterative)]
     for _, curve in iterative.groupby(_keys(iterative, CURVE_KEYS), dropna=False, sort=False):
         row = curve.loc[curve["eps"].idxmax()]
         if row["eps"] < tol.large_eps:
@@ -189,14 +210,14 @@ def _by_budget(acc: pd.DataFrame) -> Any:
     return acc.groupby(_keys(acc, ("model", "norm", "eps", "k_eval", "seed")), dropna=False, sort=False)
 
 
-def _iterative_vs_fgsm(acc: pd.DataFrame, tol: Tolerance) -> list[Flag]:
+def _iterative_vs_fgsm(acc: pd.DataFrame, kinds: Families, tol: Tolerance) -> list[Flag]:
     out = []
     for _, group in _by_budget(acc):
-        fgsm = group[group["family"].isin(SINGLE_STEP)]
+        fgsm = group[group["family"].isin(kinds.single_step)]
         if fgsm.empty:
             continue
         best_fgsm = fgsm.loc[fgsm["acc"].idxmin()]
-        for _, row in group[group["family"].isin(ITERATIVE)].iterrows():
+        for _, row in group[group["family"].isin(kinds.iterative)].iterrows():
             if _beyond_noise(row["acc"], best_fgsm["acc"], row["n"], tol):
                 out.append(Flag(
                     "iterative-weaker-than-fgsm", Severity.ERROR, row["model"], row["attack"], float(row["eps"]),
@@ -207,11 +228,11 @@ def _iterative_vs_fgsm(acc: pd.DataFrame, tol: Tolerance) -> list[Flag]:
     return out
 
 
-def _square_stronger(acc: pd.DataFrame, tol: Tolerance) -> list[Flag]:
+def _square_stronger(acc: pd.DataFrame, kinds: Families, tol: Tolerance) -> list[Flag]:
     out = []
     for _, group in _by_budget(acc):
-        square = group[group["family"].isin(GRADIENT_FREE)]
-        gradient = group[group["family"].isin(ITERATIVE | SINGLE_STEP)]
+        square = group[group["family"].isin(kinds.gradient_free)]
+        gradient = group[group["family"].isin(kinds.iterative | kinds.single_step)]
         if square.empty or gradient.empty:
             continue
         best_square = square.loc[square["acc"].idxmin()]
@@ -229,7 +250,7 @@ def _square_stronger(acc: pd.DataFrame, tol: Tolerance) -> list[Flag]:
 
 
 def _eot_not_converged(acc: pd.DataFrame, tol: Tolerance) -> list[Flag]:
-    out = []
+    out: list[Flag] = []
     if "k_attack" not in acc:
         return out
     keys = _keys(acc, ("model", "attack", "norm", "eps", "eot", "k_eval", "seed", "restarts"))
@@ -237,7 +258,7 @@ def _eot_not_converged(acc: pd.DataFrame, tol: Tolerance) -> list[Flag]:
         ks = group.groupby("k_attack")["acc"].mean().sort_index()
         if len(ks) < 2:
             continue
-        (k_lo, acc_lo), (k_hi, acc_hi) = list(ks.items())[-2:]
+        (k_lo, k_hi), (acc_lo, acc_hi) = ks.index[-2:].astype(float), ks.to_numpy()[-2:]
         if k_hi < 2 * k_lo:
             continue
         row = group.iloc[0]
@@ -306,9 +327,6 @@ def gradient_health_rows(model: str, health: dict[str, float], **settings: Any) 
     `settings` (dataset, n, k_attack, ...) are copied into every row."""
     base = {"model": model, "attack": GRADIENT_CHECK, "eps": 0.0, "input": "clean", **settings}
     return [{**base, "metric": metric, "value": float(value)} for metric, value in health.items()]
-
-
-FLAG_COLUMNS = tuple(f.name for f in fields(Flag))
 
 
 def flags_to_frame(found: list[Flag]) -> pd.DataFrame:

@@ -170,3 +170,11 @@ def test_detection_aurocs_against_brute_force() -> None:
     rows = detection_rows(results_table(), examples)
     assert set(rows["metric"]) == set(schema.DETECTION_METRICS) and set(rows["n"]) == {40}
     assert set(rows["family"]) == {"pgd"} and set(rows["dataset"]) == {"mnist5k"}
+
+
+def test_the_flags_table_is_the_flag_record() -> None:
+    from dataclasses import fields
+
+    from robusthyper.sanity import Flag
+
+    assert tuple(f.name for f in fields(Flag)) == schema.FLAG_COLUMNS

@@ -294,7 +294,7 @@ def test_shipped_suites() -> None:
     # The strong core of each suite (the suites may add further checks: EOT studies, adaptive attacks, the
     # papers' protocols).
     standard = sweep.load_suite("standard")
-    assert {s.attack.value for s in standard.specs} >= {"fgsm", "pgd", "apgd-ce", "apgd-dlr", "square"}
+    assert {s.attack for s in standard.specs} >= {"fgsm", "pgd", "apgd-ce", "apgd-dlr", "square"}
     strong = [s for s in standard.specs if s.protocol == "strong"]
     assert sorted({s.eps for s in strong}) == [0, 0.05, 0.1, 0.15, 0.2, 0.3]
     quick = sweep.load_suite("quick", {"seed": 7})

@@ -1,82 +1,85 @@
-"""Attacks: an explicit registry from `AttackName` to a builder of the ART attack, plus the loss the ART
-estimator must carry for it. One small file per attack family; add one by adding a file and a line here.
+"""Attacks: the registry of self-describing attack families (`FAMILIES`), and `build_attack`.
+
+Each family's file declares an `AttackFamily` (name, summary, defaults, traits, norms, builder: see
+`robusthyper.attacks.base`); one `register` line in `registry.py` adds it. `AttackSpec` defaults and validation, the
+sanity checks (`robusthyper.sanity`), `robusthyper attack --help` and the README's attack table
+(`python -m robusthyper.attacks`) all read the registry, so adding an attack is one new file plus one line here.
 
 `build_attack(posterior, spec, ...)` wraps a posterior in a `StochasticEnsemble` (K_attack samples, its own
-generator) and an ART estimator with the spec's EOT mode, and returns an object with ART's `generate(x, y)`.
+generator) and returns the family's `Attack`: `generate(x, y) -> x_adv` on tensors.
+
+Importing this package is cheap (no torch, numpy, pydantic or ART): `AttackSpec`, `make_spec`, the presets and
+the other spec helpers are loaded on first use.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
+from robusthyper.attacks.base import ArtAdapter, ArtAttack, ArtEstimator, Attack, AttackFamily, Norm, Trait
+from robusthyper.attacks.registry import (
+    FAMILIES,
+    build_attack,
+    families_with,
+    family,
+    family_of_label,
+    help_lines,
+    markdown_table,
+    register,
+    registered,
+    unregister,
+)
 
-from robusthyper.attacks import adaptive, apgd, fgsm, paper, pgd, square
-from robusthyper.attacks.presets import available_presets, find_preset, load_preset
-from robusthyper.attacks.spec import AttackName, AttackSpec, Norm, expand, make_spec, parse_eps
-from robusthyper.ensemble import DifferenceLogitsRatio, StochasticEnsemble, art_classifier
-from robusthyper.posteriors.base import Posterior
+if TYPE_CHECKING:
+    from robusthyper.attacks.presets import available_presets, find_preset, load_preset
+    from robusthyper.attacks.spec import AttackSpec, applicable, expand, make_spec, parse_eps
 
-
-@dataclass(frozen=True)
-class AttackFamily:
-    build: Callable[[Any, AttackSpec, int], Any]
-    """(ART estimator, spec, batch size) -> ART attack."""
-    loss: Callable[[], nn.Module]
-    """The attack loss the estimator carries (on log p̄; per sample in mean-loss mode)."""
-
-
-ATTACKS: dict[AttackName, AttackFamily] = {
-    AttackName.FGSM: AttackFamily(fgsm.build, nn.CrossEntropyLoss),
-    AttackName.PGD: AttackFamily(pgd.build, nn.CrossEntropyLoss),
-    AttackName.APGD_CE: AttackFamily(apgd.build, nn.CrossEntropyLoss),
-    AttackName.APGD_DLR: AttackFamily(apgd.build, DifferenceLogitsRatio),
-    AttackName.SQUARE: AttackFamily(square.build, nn.CrossEntropyLoss),
-    # Own torch loops on the estimator's ensemble (the ART loss is unused): attacks/adaptive.py, paper.py.
-    AttackName.PGD_ADAPTIVE: AttackFamily(adaptive.build, nn.CrossEntropyLoss),
-    AttackName.PAPER_BHN_FGSM: AttackFamily(paper.build, nn.CrossEntropyLoss),
-    AttackName.PAPER_BBH_FGSM: AttackFamily(paper.build, nn.CrossEntropyLoss),
+_LAZY = {
+    "AttackSpec": "robusthyper.attacks.spec",
+    "applicable": "robusthyper.attacks.spec",
+    "expand": "robusthyper.attacks.spec",
+    "make_spec": "robusthyper.attacks.spec",
+    "parse_eps": "robusthyper.attacks.spec",
+    "available_presets": "robusthyper.attacks.presets",
+    "find_preset": "robusthyper.attacks.presets",
+    "load_preset": "robusthyper.attacks.presets",
 }
 
 
-def build_attack(
-    posterior: Posterior,
-    spec: AttackSpec,
-    input_shape: tuple[int, ...],
-    num_classes: int,
-    batch_size: int = 128,
-    generator: torch.Generator | None = None,
-) -> Any:
-    """The ART attack for `spec` against `posterior`'s model average (K = `spec.k_attack` per step).
-
-    `generator` drives posterior sampling during the attack (default: seeded with `spec.seed`). Seed numpy
-    before `generate`: ART's random starts and Square's squares come from its global RNG.
-    """
-    if spec.eps <= 0:
-        raise ValueError("eps = 0 needs no attack: evaluate the clean inputs instead")
-    device = posterior.device
-    if generator is None:
-        generator = torch.Generator(device=device).manual_seed(spec.seed)
-    ensemble = StochasticEnsemble(posterior, spec.k_attack, generator)
-    family = ATTACKS[spec.attack]
-    estimator = art_classifier(ensemble, spec.eot, family.loss(), input_shape, num_classes)
-    return family.build(estimator, spec, batch_size)
+def __getattr__(name: str) -> Any:
+    """The spec and preset helpers, imported on first use (they need pydantic and torch)."""
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [
-    "ATTACKS",
+    "FAMILIES",
+    "ArtAdapter",
+    "ArtAttack",
+    "ArtEstimator",
+    "Attack",
     "AttackFamily",
-    "AttackName",
     "AttackSpec",
     "Norm",
+    "Trait",
+    "applicable",
     "available_presets",
     "build_attack",
     "expand",
+    "families_with",
+    "family",
+    "family_of_label",
     "find_preset",
+    "help_lines",
     "load_preset",
     "make_spec",
+    "markdown_table",
     "parse_eps",
+    "register",
+    "registered",
+    "unregister",
 ]

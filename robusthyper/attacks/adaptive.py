@@ -31,16 +31,19 @@ positive rate. `detection_table` computes it per (model, attack, eps) from an ev
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor
 
-from robusthyper.attacks.spec import AttackSpec, Norm
+from robusthyper.attacks.base import Norm
 from robusthyper.ensemble import EotMode, StochasticEnsemble
 from robusthyper.metrics import log_predictive, mutual_information, nll, predictive_entropy
+
+if TYPE_CHECKING:
+    from robusthyper.attacks.spec import AttackSpec
 
 
 def detection_score(logits: Tensor, score: str = "mi") -> Tensor:
@@ -76,7 +79,8 @@ def adaptive_loss(
 
 
 class AdaptivePGD:
-    """Linf PGD with EOT on `adaptive_loss`; ART-like `generate(x, y) -> x_adv` on numpy arrays."""
+    """Linf PGD with EOT on `adaptive_loss`, an `Attack` (`generate(x, y) -> x_adv` on tensors); the family is
+    declared in `robusthyper.attacks.pgd_adaptive`."""
 
     def __init__(self, ensemble: StochasticEnsemble, spec: AttackSpec, batch_size: int = 128) -> None:
         if spec.norm is not Norm.LINF:
@@ -84,7 +88,7 @@ class AdaptivePGD:
         self.ensemble = ensemble
         self.eps = float(spec.eps)
         self.steps = int(spec.steps)
-        self.step_size = float(spec.step_size or spec.eps / 4)
+        self.step_size = spec.step
         self.random_init = bool(spec.random_init)
         self.weight = float(spec.detection_weight)
         self.score = spec.detection_score
@@ -136,23 +140,14 @@ class AdaptivePGD:
         keep_best(x, wrong, score)
         return torch.where(torch.isfinite(best_score).view(-1, *[1] * (x.dim() - 1)), best, x).detach()
 
-    def generate(self, x: np.ndarray, y: np.ndarray | None = None, **_: Any) -> np.ndarray:
-        if y is None:
-            raise ValueError("pgd-adaptive needs the true labels")
-        device = self.ensemble.generator.device
-        labels = np.asarray(y)
-        labels = labels.argmax(axis=1) if labels.ndim == 2 else labels
-        out = []
-        for start in range(0, len(x), self.batch_size):
-            xb = torch.from_numpy(np.asarray(x[start : start + self.batch_size], dtype=np.float32)).to(device)
-            yb = torch.from_numpy(labels[start : start + self.batch_size]).long().to(device)
-            out.append(self.perturb(xb, yb).cpu().numpy())
-        return np.concatenate(out) if out else np.asarray(x, dtype=np.float32)
-
-
-def build(estimator: Any, spec: AttackSpec, batch_size: int) -> AdaptivePGD:
-    """Registry builder: uses the ART estimator's `StochasticEnsemble` (K_attack samples, its generator)."""
-    return AdaptivePGD(estimator.ensemble, spec, batch_size)
+    def generate(self, x: Tensor, y: Tensor) -> Tensor:
+        """Adversarial examples for `x` `[N, ...]` and true index labels `y` `[N]` (on the ensemble's device),
+        in batches of `batch_size`."""
+        parts = [
+            self.perturb(x[start : start + self.batch_size], y[start : start + self.batch_size])
+            for start in range(0, len(x), self.batch_size)
+        ]
+        return torch.cat(parts) if parts else x.detach().clone()
 
 
 def detection_threshold(clean_scores: np.ndarray, fpr: float = 0.05) -> float:

@@ -11,20 +11,21 @@
 
 Both keep `clip = false` by default (the papers' inputs leave [0, 1]); `clip = true` clamps to [0, 1]. The
 spec's `protocol` property ('paper-bhn', 'paper-bbh') and the attack name mark the rows as the papers'.
-`generate(x, y)` works on numpy arrays like an ART attack, so the registry can build them.
+The families are declared in `paper_bhn.py` and `paper_bbh.py`; `PaperFgsm` is the `Attack` both build.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 from torch import Tensor
 
-from robusthyper.attacks.spec import AttackName, AttackSpec
 from robusthyper.ensemble import StochasticEnsemble
 from robusthyper.metrics import log_predictive, nll
+
+if TYPE_CHECKING:
+    from robusthyper.attacks.spec import AttackSpec
 
 
 def input_gradient(ensemble: StochasticEnsemble, x: Tensor, y: Tensor, k: int) -> Tensor:
@@ -54,35 +55,27 @@ def bbh_fgsm(
 
 
 class PaperFgsm:
-    """`paper-bhn-fgsm` or `paper-bbh-fgsm` with an ART-like `generate(x, y) -> x_adv` on numpy arrays."""
+    """A paper's FGSM protocol as an `Attack`: `generate(x, y) -> x_adv`. `samples` None is BHN's (one
+    gradient), a number is BbH's (the mean of that many single-sample gradient signs)."""
 
-    def __init__(self, ensemble: StochasticEnsemble, spec: AttackSpec, batch_size: int = 128) -> None:
-        if spec.attack not in (AttackName.PAPER_BHN_FGSM, AttackName.PAPER_BBH_FGSM):
-            raise ValueError(f"{spec.attack.value} is not one of the papers' protocols")
+    def __init__(self, ensemble: StochasticEnsemble, spec: AttackSpec, batch_size: int = 128,
+                 samples: int | None = None) -> None:  # fmt: skip
         self.ensemble = ensemble
         self.spec = spec
         self.batch_size = batch_size
+        self.samples = samples
 
     def perturb(self, x: Tensor, y: Tensor) -> Tensor:
         spec = self.spec
-        if spec.attack is AttackName.PAPER_BHN_FGSM:
+        if self.samples is None:
             return bhn_fgsm(self.ensemble, x, y, spec.eps, spec.clip)
-        return bbh_fgsm(self.ensemble, x, y, spec.eps, spec.samples_averaged or 100, spec.clip)
+        return bbh_fgsm(self.ensemble, x, y, spec.eps, self.samples, spec.clip)
 
-    def generate(self, x: np.ndarray, y: np.ndarray | None = None, **_: Any) -> np.ndarray:
-        if y is None:
-            raise ValueError(f"{self.spec.attack.value} needs the true labels")
-        device = self.ensemble.generator.device
-        labels = np.asarray(y)
-        labels = labels.argmax(axis=1) if labels.ndim == 2 else labels
-        out = []
-        for start in range(0, len(x), self.batch_size):
-            xb = torch.from_numpy(np.asarray(x[start : start + self.batch_size], dtype=np.float32)).to(device)
-            yb = torch.from_numpy(labels[start : start + self.batch_size]).long().to(device)
-            out.append(self.perturb(xb, yb).detach().cpu().numpy())
-        return np.concatenate(out) if out else np.asarray(x, dtype=np.float32)
-
-
-def build(estimator: Any, spec: AttackSpec, batch_size: int) -> PaperFgsm:
-    """Registry builder: uses the ART estimator's `StochasticEnsemble` (K_attack samples, its generator)."""
-    return PaperFgsm(estimator.ensemble, spec, batch_size)
+    def generate(self, x: Tensor, y: Tensor) -> Tensor:
+        """Adversarial examples for `x` `[N, ...]` and true index labels `y` `[N]` (on the ensemble's device),
+        in batches of `batch_size`."""
+        parts = [
+            self.perturb(x[start : start + self.batch_size], y[start : start + self.batch_size]).detach()
+            for start in range(0, len(x), self.batch_size)
+        ]
+        return torch.cat(parts) if parts else x.detach().clone()

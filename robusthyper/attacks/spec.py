@@ -1,71 +1,31 @@
 """`AttackSpec`: one attack at one eps, validated when built (unknown keys, bad values and eps out of range
 are errors), from CLI flags or an `attacks/*.toml` preset. Eps is accepted as a number or a fraction such as
-"8/255"; a preset's `eps` and `k_attack` may be lists, expanded into one spec per (eps, K_attack) (`expand`)."""
+"8/255"; a preset's `eps` and `k_attack` may be lists, expanded into one spec per (eps, K_attack) (`expand`).
+
+Every per-attack rule comes from the attack's registered family (`robusthyper.attacks.FAMILIES`): defaults
+(steps, step size as a multiple of eps, random start, `spec_defaults`), which settings it accepts (norms,
+`clip = false` for paper protocols, ...) and which command-line overrides apply to it (`applicable`).
+`Norm` is declared with the families (`robusthyper.attacks.base`) and importable from here as before."""
 
 from __future__ import annotations
 
 import math
-from enum import Enum
 from fractions import Fraction
 from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from robusthyper.attacks.base import AttackFamily, Norm, Trait
+from robusthyper.attacks.registry import FAMILIES, families_with
+from robusthyper.attacks.registry import family as lookup_family
 from robusthyper.ensemble import EotMode
 from robusthyper.errors import ConfigError, UserError
 from robusthyper.settings import StrictModel, format_validation_error
-
-
-class AttackName(str, Enum):
-    """Registered attacks (`robusthyper.attacks.ATTACKS`)."""
-
-    FGSM = "fgsm"
-    """Fast gradient sign method (Goodfellow et al. 2015): one step of size eps."""
-    PGD = "pgd"
-    """Projected gradient descent (Madry et al. 2018): `steps` steps of `step_size`, random start."""
-    APGD_CE = "apgd-ce"
-    """Auto-PGD on cross-entropy (Croce & Hein 2020): step size adapted per example."""
-    APGD_DLR = "apgd-dlr"
-    """Auto-PGD on the difference-of-logits-ratio loss (Croce & Hein 2020)."""
-    SQUARE = "square"
-    """Square attack (Andriushchenko et al. 2020): gradient-free random search; a gradient-masking check."""
-    PGD_ADAPTIVE = "pgd-adaptive"
-    """PGD on CE(log p̄, y) - detection_weight * score (MI or entropy): evades uncertainty-based detection."""
-    PAPER_BHN_FGSM = "paper-bhn-fgsm"
-    """BHN's own (weak) protocol: FGSM from one posterior sample's gradient, no clipping to [0, 1]."""
-    PAPER_BBH_FGSM = "paper-bbh-fgsm"
-    """BbH's own (weak) protocol: eps * mean of `samples_averaged` single-sample gradient signs, no clipping."""
-
-
-class Norm(str, Enum):
-    """Threat model: the norm bounding the perturbation."""
-
-    LINF = "linf"
-    """max_i |delta_i| <= eps (pixels in [0, 1], so eps <= 1)."""
-    L2 = "l2"
-    """||delta||_2 <= eps."""
-
 
 DetectionScore = Literal["mi", "entropy"]
 """Uncertainty score used to flag adversarial inputs: mutual information or predictive entropy."""
 
 _NORM_ALIASES = {"linf": "linf", "inf": "linf", "l_inf": "linf", "l2": "l2", "2": "l2"}
-
-# Per attack: default steps, default step size as a multiple of eps (None: not used), default random start.
-ATTACK_DEFAULTS: dict[AttackName, tuple[int, float | None, bool]] = {
-    AttackName.FGSM: (1, 1.0, False),
-    AttackName.PGD: (40, 0.25, True),  # METHODS.md §4: >= 40 steps of eps/4 with a random start
-    AttackName.APGD_CE: (100, 2.0, True),  # Croce & Hein: initial step 2 eps, 100 iterations
-    AttackName.APGD_DLR: (100, 2.0, True),
-    AttackName.SQUARE: (1000, None, True),  # queries; p_init 0.8 as in the paper
-    AttackName.PGD_ADAPTIVE: (40, 0.25, True),
-    AttackName.PAPER_BHN_FGSM: (1, 1.0, False),
-    AttackName.PAPER_BBH_FGSM: (1, 1.0, False),
-}
-SINGLE_STEP = (AttackName.FGSM, AttackName.PAPER_BHN_FGSM, AttackName.PAPER_BBH_FGSM)
-"""Attacks that take one step from x (no steps, no random start)."""
-PAPER_PROTOCOLS = {AttackName.PAPER_BHN_FGSM: "paper-bhn", AttackName.PAPER_BBH_FGSM: "paper-bbh"}
-"""The papers' own (weak) protocols, replayed for comparison; every other attack is the strong protocol."""
 
 
 def parse_eps(value: Any) -> float:
@@ -102,18 +62,20 @@ def parse_eps(value: Any) -> float:
 class AttackSpec(StrictModel):
     """One attack at one perturbation budget, with every setting that makes its number reproducible."""
 
-    attack: AttackName = AttackName.PGD
+    attack: str = "pgd"
+    """A registered attack family's name (`robusthyper.attacks.FAMILIES`)."""
     norm: Norm = Norm.LINF
     eps: float
     """Perturbation budget in pixel units ([0, 1] images); 0 evaluates the clean inputs."""
     steps: int = Field(0, gt=0)
-    """Iterations (PGD, APGD) or queries (Square); 1 for FGSM. Default per attack."""
+    """Iterations (PGD, APGD) or queries (Square); 1 for single-step attacks. Default: the family's."""
     step_size: float | None = Field(None, gt=0)
-    """Absolute step size; default per attack as a multiple of eps (PGD eps/4, APGD 2 eps, FGSM eps)."""
+    """Absolute step size; default: the family's multiple of eps (`AttackFamily.step_factor`); None for a
+    family without a step size (Square) and at eps 0."""
     restarts: int = Field(1, gt=0)
     """Independent runs; an example counts as robust only if it survives all of them."""
     random_init: bool = True
-    """Start from a uniform random point in the eps-ball (PGD, APGD); FGSM starts at x."""
+    """Start from a uniform random point in the eps-ball; default: the family's (single steps start at x)."""
     eot: EotMode = EotMode.BMA
     """EOT gradient estimator (robusthyper.ensemble)."""
     k_attack: int = Field(20, gt=0)
@@ -140,7 +102,7 @@ class AttackSpec(StrictModel):
             if isinstance(data.get(key), str):
                 text = data[key].strip().lower()
                 data[key] = _NORM_ALIASES.get(text, text) if key == "norm" else text
-        for key, enum in (("attack", AttackName), ("norm", Norm), ("eot", EotMode)):
+        for key, enum in (("norm", Norm), ("eot", EotMode)):
             if isinstance(data.get(key), str):
                 try:
                     data[key] = enum(data[key])
@@ -149,21 +111,22 @@ class AttackSpec(StrictModel):
                     raise ValueError(f"unknown {key} '{data[key]}'; known: {known}") from None
         if "eps" in data:
             data["eps"] = parse_eps(data["eps"])
-        attack = data.get("attack", AttackName.PGD)
-        steps, step_factor, random_init = ATTACK_DEFAULTS[attack]
-        if attack in SINGLE_STEP:
-            data.setdefault("random_init", False)
-        if attack in PAPER_PROTOCOLS:
-            data.setdefault("clip", False)
-            data.setdefault("k_attack", 1)
-        if attack is AttackName.PAPER_BBH_FGSM:
-            data.setdefault("samples_averaged", 100)
-        if attack is AttackName.PGD_ADAPTIVE:
-            data.setdefault("detection_weight", 1.0)
-        data.setdefault("steps", steps)
-        data.setdefault("random_init", random_init)
-        if data.get("step_size") is None and step_factor is not None and isinstance(data.get("eps"), float):
-            data["step_size"] = step_factor * data["eps"] if data["eps"] > 0 else None
+        data.setdefault("attack", "pgd")
+        if not isinstance(data["attack"], str):
+            return data  # pydantic names the wrong type
+        if data["attack"] not in FAMILIES:
+            raise ValueError(f"unknown attack '{data['attack']}'; known: {', '.join(FAMILIES)}")
+        fam = FAMILIES[data["attack"]]
+        for key, value in fam.spec_defaults.items():
+            data.setdefault(key, value)
+        data.setdefault("steps", fam.steps)
+        data.setdefault("random_init", fam.random_init)
+        if (
+            data.get("step_size") is None
+            and fam.step_factor is not None
+            and isinstance(data.get("eps"), float)
+        ):
+            data["step_size"] = fam.step_factor * data["eps"] if data["eps"] > 0 else None
         return data
 
     @field_validator("eps")
@@ -175,33 +138,47 @@ class AttackSpec(StrictModel):
     def _consistent(self) -> AttackSpec:
         if self.norm is Norm.LINF and self.eps > 1:
             raise ValueError(f"eps {self.eps:g} > 1 for the Linf norm on [0, 1] images; use eps <= 1")
-        name = "FGSM" if self.attack is AttackName.FGSM else self.attack.value
-        if self.attack in SINGLE_STEP and self.steps != 1:
+        fam, name = self.family, self.attack
+        if fam.is_single_step and self.steps != 1:
             raise ValueError(f"{name} takes one step; steps={self.steps} (use pgd for several)")
-        if self.attack in SINGLE_STEP and self.random_init:
+        if fam.is_single_step and self.random_init:
             raise ValueError(f"{name} starts at x; random_init must be false (use pgd for a random start)")
-        if not self.clip and self.attack not in PAPER_PROTOCOLS:
-            raise ValueError(f"clip = false is only for the papers' protocols, not {self.attack.value}")
-        if self.samples_averaged is not None and self.attack is not AttackName.PAPER_BBH_FGSM:
-            raise ValueError("samples_averaged applies to paper-bbh-fgsm only")
-        own_loop = (AttackName.PGD_ADAPTIVE, *PAPER_PROTOCOLS)
-        if self.attack in own_loop and self.norm is not Norm.LINF:
-            raise ValueError(f"{self.attack.value} supports norm = linf only")
-        if self.detection_weight > 0 and self.attack is not AttackName.PGD_ADAPTIVE:
-            raise ValueError(f"detection_weight applies to pgd-adaptive only, not {self.attack.value}")
-        if self.restarts > 1 and not self.random_init and self.attack is not AttackName.SQUARE:
+        if self.norm not in fam.norms:
+            raise ValueError(f"{name} supports norm = {' or '.join(n.value for n in fam.norms)} only")
+        if not self.clip and not fam.has(Trait.PAPER_PROTOCOL):
+            raise ValueError(f"clip = false is only for the papers' protocols, not {name}")
+        if self.samples_averaged is not None and "samples_averaged" not in fam.spec_defaults:
+            owners = [n for n, f in FAMILIES.items() if "samples_averaged" in f.spec_defaults]
+            raise ValueError(f"samples_averaged applies to {', '.join(owners)} only")
+        if self.detection_weight > 0 and not fam.has(Trait.DETECTION_AWARE):
+            owners = families_with(Trait.DETECTION_AWARE)
+            raise ValueError(f"detection_weight applies to {', '.join(owners)} only, not {name}")
+        if self.restarts > 1 and not self.random_init and not fam.has(Trait.GRADIENT_FREE):
             raise ValueError(f"restarts={self.restarts} needs random_init = true (runs would be identical)")
         return self
 
     @property
+    def family(self) -> AttackFamily:
+        """The attack's registered family."""
+        return lookup_family(self.attack)
+
+    @property
     def label(self) -> str:
-        """A short name for tables: 'pgd-40', 'fgsm', 'apgd-ce-100', 'square-1000', 'paper-bbh-fgsm'."""
-        return self.attack.value if self.attack in SINGLE_STEP else f"{self.attack.value}-{self.steps}"
+        """A short name for tables: 'pgd-40', 'fgsm', 'apgd-ce-100', 'square-1000', 'paper-bbh-fgsm'
+        (`robusthyper.attacks.family_of_label` reads it back)."""
+        return self.attack if self.family.is_single_step else f"{self.attack}-{self.steps}"
 
     @property
     def protocol(self) -> str:
-        """'paper-bhn' or 'paper-bbh' for the papers' own (weak) protocols, else 'strong'."""
-        return PAPER_PROTOCOLS.get(self.attack, "strong")
+        """'paper-bhn' or 'paper-bbh' for the papers' own (weak) protocols, else 'strong' (the family's)."""
+        return self.family.protocol
+
+    @property
+    def step(self) -> float:
+        """The step size, for the families that take one (a `ValueError` for the others and at eps 0)."""
+        if self.step_size is None:
+            raise ValueError(f"{self.label} at eps={self.eps:g} has no step size")
+        return float(self.step_size)
 
     def settings(self) -> dict[str, Any]:
         """The settings as plain values, for result rows and meta.json."""
@@ -249,19 +226,19 @@ def expand(values: dict[str, Any], source: str = "spec") -> list[AttackSpec]:
     return list(dict.fromkeys(specs))
 
 
-_NOT_APPLICABLE: dict[AttackName, tuple[str, ...]] = {
-    AttackName.FGSM: ("steps", "random_init", "step_size"),
-    AttackName.PAPER_BHN_FGSM: ("steps", "random_init", "step_size"),
-    AttackName.PAPER_BBH_FGSM: ("steps", "random_init", "step_size"),
-    AttackName.SQUARE: ("step_size",),
-}
+_NOT_APPLICABLE_SINGLE_STEP = ("steps", "random_init", "step_size")
 
 
-def applicable(attack: str | AttackName, overrides: dict[str, Any]) -> dict[str, Any]:
+def applicable(attack: str, overrides: dict[str, Any]) -> dict[str, Any]:
     """Command-line overrides that apply to `attack`: `--steps 40` with `--attack pgd --attack fgsm` sets
     PGD's steps and leaves FGSM's single step alone (and Square has no step size)."""
-    try:
-        name = AttackName(str(attack.value if isinstance(attack, AttackName) else attack).lower())
-    except ValueError:
+    fam = FAMILIES.get(str(attack).strip().lower())
+    if fam is None:
         return overrides  # validation names the bad attack
-    return {k: v for k, v in overrides.items() if k not in _NOT_APPLICABLE.get(name, ())}
+    ignored = _NOT_APPLICABLE_SINGLE_STEP if fam.is_single_step else ()
+    if fam.step_factor is None:
+        ignored = (*ignored, "step_size")
+    return {k: v for k, v in overrides.items() if k not in ignored}
+
+
+__all__ = ["AttackSpec", "DetectionScore", "Norm", "applicable", "expand", "make_spec", "parse_eps"]

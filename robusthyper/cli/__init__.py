@@ -18,19 +18,27 @@ from robusthyper.cli import sweep as _sweep
 from robusthyper.cli import train as _train
 from robusthyper.cli.common import resolve_device, user_errors
 
-app = typer.Typer(
-    help="Honest adversarial-robustness and uncertainty evaluation of Bayesian neural networks.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-app.add_typer(_data.data_app, name="data")
-for _command in (_train.train, _models.models, _attack.attack, _report.report, _gate.gate, _sweep.sweep):
-    app.command()(_command)
+
+def create_app() -> typer.Typer:
+    """The typer app. Built in a function because typer fixes a command's help when it is registered: the
+    attack command's help lists the attack families registered at this call (`robusthyper.attacks.FAMILIES`)."""
+    app = typer.Typer(
+        help="Honest adversarial-robustness and uncertainty evaluation of Bayesian neural networks.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+    )
+    app.add_typer(_data.data_app, name="data")
+    for command in (_train.train, _models.models, _attack.attack, _report.report, _gate.gate, _sweep.sweep):
+        app.command(help=_attack.help_text() if command is _attack.attack else None)(command)
+    return app
+
+
+app = create_app()
 
 
 def main() -> None:
-    app()
+    create_app()()
 
 
-__all__ = ["app", "main", "resolve_device", "user_errors"]
+__all__ = ["app", "create_app", "main", "resolve_device", "user_errors"]

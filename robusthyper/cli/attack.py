@@ -36,7 +36,7 @@ def attack(
         typer.Option(
             "--attack",
             "-a",
-            help="fgsm, pgd, apgd-ce, apgd-dlr, square, or a preset (attacks/<name>.toml or a path). "
+            help="An attack family listed above, or a preset (attacks/<name>.toml or a path). "
             "Repeatable; several attacks also give the worst case per example. Default: pgd.",
             show_default=False,
         ),
@@ -51,14 +51,14 @@ def attack(
     steps: Annotated[
         int | None,
         typer.Option(
-            "--steps", help="Iterations (queries for square); default per attack.", show_default=False
+            "--steps",
+            help="Iterations (queries for square); default per attack (listed above).",
+            show_default=False,
         ),
     ] = None,
     step_size: Annotated[
         float | None,
-        typer.Option(
-            "--step-size", help="Step size; default eps/4 for pgd, 2 eps for apgd.", show_default=False
-        ),
+        typer.Option("--step-size", help="Step size; default per attack (listed above).", show_default=False),
     ] = None,
     restarts: Annotated[
         int | None, typer.Option("--restarts", help="Independent runs; worst case kept.", show_default=False)
@@ -110,6 +110,7 @@ def attack(
     quiet: QuietOpt = False,
 ) -> None:
     """Attack models with EOT and print clean and robust accuracy, NLL, entropy and mutual information."""
+    # The command's --help is `help_text()`: this docstring plus the registered attack families.
     from robusthyper.run import new_run_id, schema
 
     setup_logging(quiet, "art")  # ART logs every batch's success rate at INFO
@@ -137,6 +138,15 @@ def attack(
     typer.echo(f"wrote {done.run_dir} in {done.meta['seconds']:.1f} s")
 
 
+def help_text() -> str:
+    """The attack command's help: its docstring, then one line per registered attack family (name, summary,
+    defaults, norms), read from the registry when the app is built (`robusthyper.cli.create_app`)."""
+    from robusthyper.attacks import help_lines
+
+    lines = "\n".join(f"- {line}" for line in help_lines())
+    return f"{(attack.__doc__ or '').strip()}\n\nAttack families (--attack):\n\n{lines}"
+
+
 def _specs(
     refs: list[str] | None,
     eps: list[str] | None,
@@ -146,7 +156,7 @@ def _specs(
 ) -> list[Any]:
     """The AttackSpecs of the command line: every attack (a name or a preset) for every K_attack and EOT
     mode, with the options that were given."""
-    from robusthyper.attacks import AttackName, available_presets, expand, load_preset
+    from robusthyper.attacks import FAMILIES, available_presets, expand, load_preset
     from robusthyper.attacks.presets import is_preset_ref
     from robusthyper.attacks.spec import applicable
 
@@ -154,7 +164,7 @@ def _specs(
     if eps:
         common["eps"] = list(eps)
     specs = []
-    known = [a.value for a in AttackName]
+    known = list(FAMILIES)
     for ref in refs or ["pgd"]:
         if ref.lower() not in known and not is_preset_ref(ref):
             raise UserError(
