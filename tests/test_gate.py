@@ -795,13 +795,13 @@ def test_dogfood_gate_passes_a_trained_model_and_fails_an_untrained_one(tiny_mod
     bad = _gate_own_policy(tiny_models, "bad", "--junit-xml", "bad.xml", "--no-report")
     assert bad.exit_code == 1, bad.output
     tests, failures, names = junit_counts(tiny_models / "bad.xml")
-    assert tests == 3 and failures >= 1 and "2 cells computed, 0 reused" in bad.output
+    assert tests == 3 and failures >= 1 and "3 cells computed, 0 reused" in bad.output  # 2 attacks + the probe
     assert "clean accuracy" in names or "robust accuracy, PGD-10 eps 0.05" in names
     validate_junit(tiny_models / "bad.xml")
     # Re-running the failed gate recomputes nothing: every cell comes from the run folder.
     again = _gate_own_policy(tiny_models, "bad", "--json", "--no-report")
     doc = json.loads(again.stdout)
-    assert again.exit_code == 1 and (doc["computed"], doc["reused"]) == (0, 2) and not doc["ok"]
+    assert again.exit_code == 1 and (doc["computed"], doc["reused"]) == (0, 3) and not doc["ok"]
 
 
 PLANTED_NETS = """

@@ -543,7 +543,7 @@ def test_sweep_with_a_k_attack_list_end_to_end(tmp_path: Path, small_mnist) -> N
     assert len(loaded.specs) == 2 + 2 + 2 + 1 + 2  # pgd eps 0.1 K 2 once
     done = sweep.run_sweep(tmp_path / "run", ["tiny-mcd"], loaded.specs, store=tmp_path / "store", n=loaded.n,
                            batch_size=12, progress=False, ood=False)  # fmt: skip
-    assert done.computed == len(loaded.specs)
+    assert done.computed == len(loaded.specs) + 1  # and the gradient probe
     keys = ["model", "attack", "eps", "k_attack", "input", "metric"]
     assert not done.results.duplicated(keys).any()
     pgd = done.results[(done.results["attack"] == "pgd-2") & (done.results["eps"] == 0.1)
