@@ -9,11 +9,14 @@ from typing import Annotated, Any
 import typer
 
 from robusthyper.cli.common import (
+    BatchSizeOpt,
     DataDirOpt,
     DatasetOpt,
     DeviceOpt,
+    ModelsOpt,
     QuietOpt,
     StoreOpt,
+    TrainMissingOpt,
     setup_logging,
     user_errors,
 )
@@ -22,15 +25,7 @@ from robusthyper.errors import UserError
 
 @user_errors
 def attack(
-    model: Annotated[
-        list[str],
-        typer.Option(
-            "--model",
-            "-m",
-            help="A recipe name (its latest checkpoint in the store), a checkpoint folder, or "
-            "module:factory returning a Posterior or a stochastic nn.Module. Repeatable.",
-        ),
-    ],
+    model: ModelsOpt,
     attack_name: Annotated[
         list[str] | None,
         typer.Option(
@@ -91,14 +86,12 @@ def attack(
         int | None, typer.Option("--seed", help="Seed of the run (default 0).", show_default=False)
     ] = None,
     n: Annotated[int, typer.Option("--n", help="Test examples evaluated (the first n).")] = 1000,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Examples per attack batch.")] = 128,
+    batch_size: BatchSizeOpt = 128,
     device: DeviceOpt = "auto",
     store: StoreOpt = None,
     data_dir: DataDirOpt = None,
     dataset: DatasetOpt = None,
-    train_missing: Annotated[
-        bool, typer.Option("--train", help="Train a recipe whose checkpoint is missing, then attack it.")
-    ] = False,
+    train_missing: TrainMissingOpt = False,
     out: Annotated[Path, typer.Option("--out", help="Folder for reports/<run-id>/.")] = Path("reports"),
     report: Annotated[
         bool, typer.Option("--report/--no-report", help="Also write the run's HTML report (index.html).")

@@ -32,6 +32,19 @@ DataDirOpt = Annotated[
         show_default=False,
     ),
 ]
+ModelsOpt = Annotated[
+    list[str],
+    typer.Option(
+        "--model",
+        "-m",
+        help="A recipe name (its latest checkpoint in the store), a checkpoint folder, or module:factory "
+        "returning a Posterior or an nn.Module. Repeatable.",
+    ),
+]
+BatchSizeOpt = Annotated[int, typer.Option("--batch-size", help="Examples per attack batch.")]
+TrainMissingOpt = Annotated[
+    bool, typer.Option("--train", help="Train a recipe whose checkpoint is missing first, then evaluate it.")
+]
 DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N, or auto (cuda when available).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or log lines.")]
 DatasetOpt = Annotated[

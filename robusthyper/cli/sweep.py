@@ -9,11 +9,14 @@ from typing import Annotated
 import typer
 
 from robusthyper.cli.common import (
+    BatchSizeOpt,
     DataDirOpt,
     DatasetOpt,
     DeviceOpt,
+    ModelsOpt,
     QuietOpt,
     StoreOpt,
+    TrainMissingOpt,
     setup_logging,
     user_errors,
 )
@@ -25,15 +28,7 @@ def sweep(
     suite: Annotated[
         str, typer.Argument(help="Suite: attacks/<name>.toml by name (quick, standard) or a path to a TOML.")
     ],
-    model: Annotated[
-        list[str],
-        typer.Option(
-            "--model",
-            "-m",
-            help="A recipe name (its latest checkpoint in the store), a checkpoint folder, or "
-            "module:factory. Repeatable.",
-        ),
-    ],
+    model: ModelsOpt,
     out: Annotated[
         Path | None,
         typer.Option(
@@ -80,13 +75,11 @@ def sweep(
         ),
     ] = True,
     device: DeviceOpt = "auto",
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Examples per attack batch.")] = 128,
+    batch_size: BatchSizeOpt = 128,
     store: StoreOpt = None,
     data_dir: DataDirOpt = None,
     dataset: DatasetOpt = None,
-    train_missing: Annotated[
-        bool, typer.Option("--train", help="Train a recipe whose checkpoint is missing, then sweep it.")
-    ] = False,
+    train_missing: TrainMissingOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Run every model under every attack and eps of a suite into one run folder, recording each finished
