@@ -16,6 +16,7 @@ they are one algorithm with two losses.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from robusthyper.attacks.base import ArtAttack, ArtEstimator, AttackFamily, Norm, Trait, cross_entropy
@@ -61,14 +62,10 @@ APGD_CE = AttackFamily(
     art_attack=build,
     loss=cross_entropy,
 )
-APGD_DLR = AttackFamily(
+APGD_DLR = replace(
+    APGD_CE,
     name="apgd-dlr",
     summary="Auto-PGD on the difference-of-logits-ratio loss (Croce & Hein 2020): invariant to logit scaling.",
-    steps=100,
-    step_factor=2.0,
-    random_init=True,
-    traits=frozenset({Trait.ITERATIVE}),
-    norms=(Norm.LINF, Norm.L2),
-    art_attack=build,
     loss=dlr,
 )
+"""The same algorithm and defaults as APGD-CE; only the loss differs."""
