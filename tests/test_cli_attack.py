@@ -181,6 +181,32 @@ def test_existing_run_id_fails_before_the_run(model_store, tmp_path) -> None:
     assert list((tmp_path / "reports" / "taken").iterdir()) == []
 
 
+def test_an_interrupted_attack_resumes_with_the_same_run_id(model_store, tmp_path, monkeypatch) -> None:
+    """A killed attack leaves its finished cells (and no results); the same --run-id resumes from them."""
+    from robusthyper import compute
+
+    args = ["--model", "tiny-mcd", "--eps", "0.05", "--eps", "0.1", "--attack", "fgsm", "--store", str(model_store),
+            "--out", str(tmp_path), "--run-id", "r", "--device", "cpu", *FAST]  # fmt: skip
+    original = compute.attack_cell
+    calls = {"n": 0}
+
+    def dies_on_the_second(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return original(*a, **k)
+
+    monkeypatch.setattr(compute, "attack_cell", dies_on_the_second)
+    killed = _invoke(args)
+    assert killed.exit_code == 130 and not (tmp_path / "r" / "meta.json").exists()
+    monkeypatch.setattr(compute, "attack_cell", original)
+    resumed = _invoke(args)
+    assert resumed.exit_code == 0, resumed.output
+    cells = json.loads((tmp_path / "r" / "meta.json").read_text())["cells"]
+    assert (cells["computed"], cells["reused"]) == (1, 2)  # the probe and the first attack were recorded
+    assert "already exists" in _invoke(args).output  # a finished run is never overwritten
+
+
 # ---------------------------------------------------------------- sanity flags (flags.csv, meta.json, output)
 
 MASKED_NETS = '''

@@ -98,7 +98,8 @@ def attack(
     ] = False,
     run_id: Annotated[
         str | None,
-        typer.Option("--run-id", help="Report folder name (default: a UTC timestamp).", show_default=False),
+        typer.Option("--run-id", help="Report folder name (default: a UTC timestamp). An attack interrupted in "
+                     "that folder resumes from its finished cells.", show_default=False),
     ] = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -113,14 +114,16 @@ def attack(
     if n <= 0:
         raise UserError(f"--n {n} must be positive")
     folder = out / (run_id or new_run_id())
-    if run_id is not None and folder.exists():
+    # An attack killed halfway left its finished cells in its folder: the same --run-id resumes it.
+    interrupted = (folder / schema.CELLS).is_dir() and not (folder / schema.META).exists()
+    if run_id is not None and folder.exists() and not interrupted:
         raise UserError(f"report folder '{folder}' already exists; pass another --run-id")
 
     from robusthyper.evaluate import summary
     from robusthyper.sweep import run_sweep
 
     done = run_sweep(folder, model, specs, dataset=dataset, store=store, data_dir=data_dir, n=n,
-                     batch_size=batch_size, device=device, resume=False, progress=False if quiet else None,
+                     batch_size=batch_size, device=device, resume=interrupted, progress=False if quiet else None,
                      ood=False, train_missing=train_missing, report=report, command="attack",
                      meta={"argv": sys.argv[1:]})  # fmt: skip
     if not quiet:
