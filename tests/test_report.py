@@ -170,6 +170,18 @@ def test_report_renders_every_section(fixture_run: Path, page: Path) -> None:
     assert _leftovers(fixture_run) == []
 
 
+def test_render_is_a_function_of_the_run_alone(fixture_run: Path, page: Path) -> None:
+    """The page is computed from a `Run` in memory (no folder needed); `build` only reads and writes."""
+    from robusthyper.report import render
+
+    run = read_run(fixture_run)
+    run.folder = None
+    rendered = render(run, title="in memory")
+    assert len(rendered.figures) == 5 and "<title>in memory</title>" in rendered.html
+    ours = re.findall(r'<img src="data:image/png;base64,', rendered.html)
+    assert len(ours) == len(re.findall(r'<img src="data:image/png;base64,', page.read_text(encoding="utf-8")))
+
+
 def test_report_without_examples_warns_and_still_renders(tmp_path: Path) -> None:
     run = make_run(tmp_path, ("det", "mcd"), examples=False)
     text = build(run).read_text(encoding="utf-8")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,13 +32,14 @@ if TYPE_CHECKING:  # the CLI imports this package; pandas and matplotlib load on
 
     from robusthyper.report.html import Section, Table
     from robusthyper.report.plots import Plot
+    from robusthyper.run import Run
 
 log = logging.getLogger(__name__)
 
 INDEX = "index.html"
 FIGURES = "figures"
 
-__all__ = ["build", "INDEX", "FIGURES"]
+__all__ = ["FIGURES", "INDEX", "Page", "build", "render"]
 
 
 def _output_path(run_dir: Path, out: Path | str | None) -> Path:
@@ -57,11 +59,17 @@ def _drop_flag_duplicates(warnings: list[str], flags: pd.DataFrame | None) -> li
     return [w for w in warnings if not any(m in w for m in messages)]
 
 
-def build(run_dir: Path | str, out: Path | str | None = None, *, title: str | None = None) -> Path:
-    """Write the report of the run in `run_dir` and return the path of its `index.html`.
+@dataclass
+class Page:
+    """A report in memory: the HTML (figures embedded) and the figures to write beside it."""
 
-    `out`: the page's path (a folder means `<folder>/index.html`); default `<run_dir>/index.html`.
-    The figures go to `figures/` beside the page as `<name>.png` and `<name>.svg`.
+    html: str
+    figures: list[Plot]
+
+
+def render(run: Run, *, title: str | None = None, files: Sequence[str] = ()) -> Page:
+    """The report of a run, in memory: a pure function of its tables (`robusthyper.run.Run`). `files`: the
+    run folder's files, listed on the page.
 
     The per-eps figures (robust accuracy, entropy and MI, detection AUROC) draw `data.main_grid`: the
     papers' protocols and the single-eps points of an EOT study have their own sections instead, so that a
@@ -69,12 +77,7 @@ def build(run_dir: Path | str, out: Path | str | None = None, *, title: str | No
     """
     from robusthyper.report import data as d
     from robusthyper.report import html, plots
-    from robusthyper.run import read_run
 
-    run_dir = Path(run_dir)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise UserError(f"'{run_dir}' is not a folder; pass a run folder such as reports/<run-id>")
-    run = read_run(run_dir)
     warnings = list(run.notes)
 
     def warn(message: str) -> None:
@@ -85,7 +88,6 @@ def build(run_dir: Path | str, out: Path | str | None = None, *, title: str | No
         warn("no meta.json in the run folder: the environment is unknown")
     if run.examples is None and not run.notes:
         warn("no per-example table (examples.parquet): detection AUROC and reliability diagrams are skipped")
-    page = _output_path(run_dir, out)
     models = d.models(run.results)
     colors = plots.palette(models)
     results, ood = d.split_ood(run.results)
@@ -183,20 +185,35 @@ def build(run_dir: Path | str, out: Path | str | None = None, *, title: str | No
     for key in ("run_id", "command", "device", "written"):
         if key in meta:
             summary.append((key, str(meta[key])))
-    files = sorted(
-        p.name for p in run_dir.iterdir() if p.is_file() and not p.name.startswith(".") and p != page
-    )
     text = html.render(
-        title=title or f"robusthyper report: {meta.get('run_id', run_dir.name)}",
-        run={"folder": str(run_dir), "summary": summary},
+        title=title or f"robusthyper report: {run.name}",
+        run={"folder": str(run.folder or ""), "summary": summary},
         sections=sections,
         meta=_environment(meta),
         seeds=d.seeds(results, meta),
         warnings=warnings,
-        files=files,
+        files=list(files),
         flags=flags,
     )
+    return Page(text, figures)
 
+
+def build(run_dir: Path | str, out: Path | str | None = None, *, title: str | None = None) -> Path:
+    """Write the report of the run in `run_dir` (`render`) and return the path of its `index.html`.
+
+    `out`: the page's path (a folder means `<folder>/index.html`); default `<run_dir>/index.html`.
+    The figures go to `figures/` beside the page as `<name>.png` and `<name>.svg`.
+    """
+    from robusthyper.run import read_run
+
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"'{run_dir}' is not a folder; pass a run folder such as reports/<run-id>")
+    run = read_run(run_dir)
+    page = _output_path(run_dir, out)
+    files = sorted(p.name for p in run_dir.iterdir() if p.is_file() and not p.name.startswith(".") and p != page)
+    rendered = render(run, title=title, files=files)
+    figures, text = rendered.figures, rendered.html
     ensure_writable(page.parent, "cannot write the report's page there; pass --out PATH")
     figure_dir = page.parent / FIGURES
     if figures:
