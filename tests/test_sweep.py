@@ -189,6 +189,82 @@ def test_a_fully_masked_model_is_swept_and_flagged(tmp_path, monkeypatch, caplog
     assert len(probe) == 1 and probe[0].getMessage().startswith("flat: ")
 
 
+def test_a_run_folder_held_by_a_live_driver_is_refused(model_store, tmp_path) -> None:
+    """One driver per run folder: a lock naming a live process stops a second driver before any work; a lock
+    left by a dead one (kill -9) is taken over; a finished sweep leaves no lock."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from robusthyper.pipeline.lock import LOCK
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (run_dir / LOCK).write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname(),
+                                                "command": "sweep", "since": "2026-12-06T09:00:00+00:00"}))  # fmt: skip
+        with pytest.raises(UserError, match=f"being written by pid {holder.pid} on host") as err:
+            _sweep(run_dir, model_store, models=["tiny-mcd"])
+        assert "\n" not in str(err.value) and not (run_dir / CELLS).exists()
+    finally:
+        holder.kill()
+        holder.wait(timeout=10)
+    assert (run_dir / LOCK).exists()  # the refused driver leaves the holder's lock alone
+    done = _sweep(run_dir, model_store, models=["tiny-mcd"])  # the holder is gone: a stale lock
+    assert done.computed == 4 and not (run_dir / LOCK).exists()
+    assert os.getpid() != holder.pid
+
+
+SLOW_NETS = """
+import time
+
+from flat_nets import Flat
+
+
+def slow():
+    time.sleep(20)  # holds the run folder's lock while 'loading', so that a second driver meets it
+    return Flat()
+"""
+
+
+def test_two_drivers_on_one_folder(tmp_path) -> None:
+    """Two real `robusthyper sweep` processes on one --out folder: the second stops with one line naming the
+    first; the first computes every cell once."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from robusthyper.pipeline.lock import LOCK
+
+    (tmp_path / "flat_nets.py").write_text(FLAT_NETS)
+    (tmp_path / "slow_nets.py").write_text(SLOW_NETS)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    suite = tmp_path / "tiny.toml"
+    suite.write_text('n = 8\n[[attacks]]\nattack = "fgsm"\neps = [0.1]\nk_eval = 1\n')
+    args = [sys.executable, "-m", "robusthyper", "sweep", str(suite), "--model", "slow_nets:slow", "--out",
+            str(tmp_path / "run"), "--device", "cpu", "--no-ood", "--quiet"]  # fmt: skip
+    first = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "run" / LOCK).exists():
+            assert first.poll() is None and time.monotonic() < deadline, "the first driver never took the lock"
+            time.sleep(0.1)
+        second = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
+        lines = [line for line in second.stderr.splitlines() if line.strip()]
+        assert second.returncode == 2 and len(lines) == 1, second.stderr
+        assert f"being written by pid {first.pid} on host" in lines[0]
+        out, _ = first.communicate(timeout=180)
+    finally:
+        first.kill()
+    assert first.returncode == 0, out
+    meta = json.loads((tmp_path / "run" / META).read_text())
+    assert meta["cells"]["computed"] == meta["cells"]["total"] == 2  # the probe and FGSM, once each
+    assert not (tmp_path / "run" / LOCK).exists()
+
+
 def test_changed_settings_do_not_reuse_stale_cells(model_store, tmp_path) -> None:
     run_dir = tmp_path / "run"
     one = {"models": ["tiny-mcd"]}
