@@ -1,7 +1,8 @@
 """Sweeps: models x attack specs (every attack, eps and K_attack of a suite) into one run folder.
 
 `run_sweep` is the one library function behind `robusthyper sweep`, `robusthyper attack` and the gate's own
-evaluation: it checks the settings and the run folder before anything is loaded, loads the models
+evaluation: it checks the settings and the run folder before anything is loaded, takes the folder's lock (one
+driver per run folder, `robusthyper.pipeline.lock`), loads the models
 (`robusthyper.loading`), runs the pipeline (`robusthyper.pipeline.evaluate`: plan -> execute -> assemble),
 recording each finished cell in `<run>/cells/` so a killed sweep resumes where it stopped and a sweep with
 other settings recomputes, then writes the run folder (`robusthyper.run.write_run`: results, examples,
