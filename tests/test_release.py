@@ -62,7 +62,8 @@ def expected_in_sdist() -> set[str]:
 
 
 def run(cmd: list[str | Path], cwd: Path, env: dict[str, str] | None = None, timeout: float = 300) -> str:
-    """Run a command; its output is the failure message when it exits non-zero."""
+    """Run a command; its output is the failure message when it exits non-zero, and its time goes to stderr
+    (shown with a failure, to tell a slow step from a stuck one)."""
     t0 = time.perf_counter()
     done = subprocess.run([str(c) for c in cmd], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     print(f"{time.perf_counter() - t0:6.1f} s  {' '.join(str(c) for c in cmd)[:150]}", file=sys.stderr)
