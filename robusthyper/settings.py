@@ -1,5 +1,6 @@
 """What every settings table shares: strict pydantic models, one-line validation errors, and TOML files
-looked up by name in a data folder (`defenses/` for recipes, `attacks/` for attack presets).
+looked up by name in a data folder (`defenses/` for recipes, `attacks/` for attack presets): the user's
+./<folder> first, then the built-in files shipped in the package (`builtin_dir`).
 
 It imports nothing of robusthyper but `errors`, so recipes, posteriors, attack specs and gate policies can all
 build on it without importing each other.
@@ -7,6 +8,7 @@ build on it without importing each other.
 
 from __future__ import annotations
 
+import importlib.resources
 import sys
 from pathlib import Path
 from typing import Any
@@ -43,11 +45,20 @@ def format_validation_error(err: ValidationError, source: str) -> str:
     return f"{source}: key '{loc}' = {given!r} is invalid: {msg}{more}"
 
 
+def builtin_dir(dirname: str) -> Path:
+    """The built-in TOML files of a data folder (defenses/ or attacks/). The top-level folders are their one
+    source: a wheel or sdist build maps them into the package as robusthyper/_data/<dirname>/ (pyproject.toml),
+    so an installed copy finds them there; a checkout (editable install, or PYTHONPATH) has no _data/ and reads
+    the folder beside the package. Both are looked up from the robusthyper actually imported, never another."""
+    package = Path(str(importlib.resources.files("robusthyper")))
+    installed = package / "_data" / dirname
+    return installed if installed.is_dir() else package.parent / dirname
+
+
 def search_dirs(dirname: str) -> list[Path]:
-    """Where names of TOML files in a data folder resolve: ./<dirname> first (the user's own), then the
-    project's <dirname>/ (defenses/ for recipes, attacks/ for attack presets)."""
-    project = Path(__file__).resolve().parent.parent / dirname
-    return list(dict.fromkeys(d.resolve() for d in (Path.cwd() / dirname, project)))
+    """Where names of TOML files in a data folder resolve: ./<dirname> first (the user's own, which wins),
+    then the built-in ones (`builtin_dir`)."""
+    return list(dict.fromkeys(d.resolve() for d in (Path.cwd() / dirname, builtin_dir(dirname))))
 
 
 def available_tomls(dirname: str) -> list[str]:

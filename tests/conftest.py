@@ -47,3 +47,14 @@ def small_mnist(mnist5k: Dataset) -> Dataset:
 
 
 ALL_KINDS = [kind.value for kind in PosteriorKind if kind in POSTERIORS]
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """Print every passed test's `record_property("summary", ...)` lines (the release test's wheel size) at the
+    end of the run, so that CI's log shows them without -s."""
+    lines = [value for report in terminalreporter.stats.get("passed", [])
+             for name, value in getattr(report, "user_properties", []) if name == "summary"]  # fmt: skip
+    if lines:
+        terminalreporter.write_sep("-", "summary")
+        for line in lines:
+            terminalreporter.write_line(str(line))

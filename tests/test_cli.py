@@ -56,6 +56,13 @@ def test_help_lists_commands_and_every_option_is_explained() -> None:
         assert option in train_help
 
 
+def test_version_prints_the_one_version() -> None:
+    import robusthyper
+
+    result = run("--version")
+    assert result.exit_code == 0 and result.output == f"robusthyper {robusthyper.__version__}\n"
+
+
 def test_cli_module_does_not_import_torch() -> None:
     """`--help` must stay instant: torch and ART are imported inside the commands only."""
     code = "import sys, robusthyper.cli; print('torch' in sys.modules, 'art' in sys.modules)"

@@ -70,6 +70,18 @@ def test_unknown_recipe_name_lists_the_known_ones() -> None:
         load_recipe("nowhere/nope.toml")
 
 
+def test_a_users_own_recipe_wins_over_the_built_in_one(tmp_path, monkeypatch) -> None:
+    """./defenses/<name>.toml first, then the built-in recipes, from any working directory."""
+    monkeypatch.chdir(tmp_path)
+    assert load_recipe("det").train.epochs != 7  # built-in, though the cwd is no checkout
+    (tmp_path / "defenses").mkdir()
+    (tmp_path / "defenses" / "det.toml").write_text(BASE.replace("epochs = 2", "epochs = 7"))
+    (tmp_path / "defenses" / "mine.toml").write_text(BASE)
+    assert load_recipe("det").train.epochs == 7
+    assert load_recipe("mcd").posterior_kind == "mcd"
+    assert {"det", "mcd", "mine"} <= set(available_recipes())
+
+
 def test_unknown_dataset_in_a_recipe_is_named(tmp_path) -> None:
     with pytest.raises(ConfigError, match=r"\[dataset\] unknown dataset 'imagenet': choose one of mnist5k"):
         load_recipe(write(tmp_path, BASE.replace('"mnist5k"', '"imagenet"')))

@@ -7,8 +7,11 @@ in one line on stderr and exit 2 (`common.user_errors`).
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
+import robusthyper
 from robusthyper.cli import attack as _attack
 from robusthyper.cli import data as _data
 from robusthyper.cli import gate as _gate
@@ -17,6 +20,21 @@ from robusthyper.cli import report as _report
 from robusthyper.cli import sweep as _sweep
 from robusthyper.cli import train as _train
 from robusthyper.cli.common import resolve_device, user_errors
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"robusthyper {robusthyper.__version__}")
+        raise typer.Exit()
+
+
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """Options of `robusthyper` itself, before any command (the help text is the app's)."""
 
 
 def create_app() -> typer.Typer:
@@ -28,6 +46,7 @@ def create_app() -> typer.Typer:
         add_completion=False,
         pretty_exceptions_enable=False,
     )
+    app.callback()(_root)
     app.add_typer(_data.data_app, name="data")
     for command in (_train.train, _models.models, _attack.attack, _report.report, _gate.gate, _sweep.sweep):
         app.command(help=_attack.help_text() if command is _attack.attack else None)(command)

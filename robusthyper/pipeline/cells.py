@@ -1,8 +1,9 @@
 """Cell records on disk: `<run>/cells/<key>.parquet`, one per finished cell, so an interrupted run resumes.
 
-A record holds the cell's per-example table, with its result rows and the payload it was computed under in
-the file's metadata; it is written under a temporary name and renamed (`robusthyper.files.atomic_path`). A
-record that is unreadable or was computed under other settings is never trusted: the cell is recomputed.
+A record holds the cell's per-example table, with its result rows, the payload it was computed under and the
+robusthyper version that wrote it (information, not part of the key) in the file's metadata; it is written
+under a temporary name and renamed (`robusthyper.files.atomic_path`). A record that is unreadable or was
+computed under other settings is never trusted: the cell is recomputed.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 import pandas as pd
 
+import robusthyper
 from robusthyper.errors import UserError
 from robusthyper.files import atomic_path
 from robusthyper.pipeline.plan import Cell
@@ -68,8 +70,8 @@ class CellStore:
         import pyarrow.parquet as pq
 
         table = pa.Table.from_pandas(record.examples, preserve_index=False)
-        info = json.dumps({"key": cell.payload, "rows": record.rows, "seconds": record.seconds, "node": record.node},
-                          default=str, allow_nan=True).encode()  # fmt: skip
+        info = json.dumps({"key": cell.payload, "rows": record.rows, "seconds": record.seconds, "node": record.node,
+                           "robusthyper": robusthyper.__version__}, default=str, allow_nan=True).encode()  # fmt: skip
         table = table.replace_schema_metadata({**(table.schema.metadata or {}), CELL_META_KEY: info})
         final = self.folder / f"{cell.key}.parquet"
         with atomic_path(final) as tmp:

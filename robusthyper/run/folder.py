@@ -76,8 +76,11 @@ def versions() -> dict[str, str]:
 
 
 def git_commit() -> dict[str, Any]:
-    """HEAD of the repository robusthyper runs from, and whether its tree is dirty (None outside git)."""
+    """HEAD of the checkout robusthyper runs from, and whether its tree is dirty; None for an installed copy
+    (no .git beside the package), which must not report the commit of whatever repository holds its venv."""
     root = Path(robusthyper.__file__).resolve().parent.parent
+    if not (root / ".git").exists():
+        return {"commit": None, "dirty": None}
     try:
         commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
                                 text=True, timeout=10, check=True).stdout.strip()  # fmt: skip
