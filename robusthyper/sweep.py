@@ -21,7 +21,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import torch
@@ -31,6 +31,9 @@ from robusthyper.attacks.spec import AttackSpec
 from robusthyper.data import Dataset
 from robusthyper.errors import ConfigError, DataMissingError, UserError
 from robusthyper.run import Run, run_meta, write_run
+
+if TYPE_CHECKING:
+    from robusthyper.pipeline.executors import Executor
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +137,7 @@ def run_sweep(
     report: bool = True,
     command: str = "sweep",
     meta: dict[str, Any] | None = None,
+    executor: Executor | None = None,
 ) -> SweepResult:
     """Evaluate every model under every spec into `run_dir`, recording each cell as it finishes.
 
@@ -142,13 +146,17 @@ def run_sweep(
     all). `resume`: reuse the cells `run_dir` already records under the same settings; `resume=False` on a
     folder with cells is a `UserError` unless `overwrite`, which discards them. `ood`: add OOD detection
     AUROCs per model. `train_missing`: train a recipe that has no checkpoint yet. `report`: build
-    `index.html` at the end. `command` and `meta` (extra keys: argv, suite) go into meta.json.
+    `index.html` at the end. `command` and `meta` (extra keys: argv, suite) go into meta.json. `executor`:
+    where the cells run (default in this process; `pipeline.executors.make_executor`); one that connects is
+    started before the run folder is touched and closed at the end. meta.json's `cells.cells` names, per cell,
+    its seconds, the node that ran it and whether it was reused.
     """
     from robusthyper import pipeline
     from robusthyper.data import load_dataset
     from robusthyper.device import resolve_device
     from robusthyper.loading import load_models
     from robusthyper.pipeline.cells import CellStore, open_run_folder
+    from robusthyper.pipeline.executors import LocalExecutor, executor_meta, session
     from robusthyper.pipeline.lock import RunLock
 
     started = time.perf_counter()
@@ -160,59 +168,64 @@ def run_sweep(
     if n is not None and n <= 0:
         raise UserError(f"--n {n} must be positive")
     device = resolve_device(device)
-    recorded = open_run_folder(run_dir, resume=resume, overwrite=overwrite)
-    created = [d for d in (run_dir, *run_dir.parents) if not d.exists()]  # innermost first
-    run_dir.mkdir(parents=True, exist_ok=True)
-    lock = RunLock(run_dir, command)  # one driver per run folder: a second one stops here, naming this one
-    lock.acquire()
-    try:
-        loaded = load_models(models, store=store, data_dir=data_dir, device=device, dataset=dataset,
-                             train_missing=train_missing, quiet=progress is False)  # fmt: skip
-        data = load_dataset(loaded.dataset, data_dir)
-        n = len(data.test) if n is None else n
-        if n > len(data.test):
-            raise UserError(f"--n {n} is larger than the {loaded.dataset} test set ({len(data.test)} examples)")
-        inputs, notes = ood_sets(loaded.dataset, data, n, specs[0].seed, data_dir) if ood else ({}, [])
-        cells = CellStore(run_dir)
-        cells.prepare(overwrite)
-        done = pipeline.evaluate(loaded.models, specs, data.test, dataset=loaded.dataset, n=n, batch_size=batch_size,
-                                 ids=loaded.ids, ood_inputs=inputs, store=cells, progress=progress)  # fmt: skip
-        tables = done.tables
-        planned = {cell.key for cell in done.plan.cells}
-        stale = sum(1 for path in cells.recorded() if path.stem not in planned)
-        warnings = [*notes, *(str(f) for f in tables.flags)]
-        for message in warnings:
-            log.warning("%s", message)
-        info = run_meta(
-            run_dir.name, command=command, device=device,
-            device_name=torch.cuda.get_device_name(device) if device.startswith("cuda") else "cpu",
-            torch_threads=torch.get_num_threads(), seconds=time.perf_counter() - started, models=loaded.meta,
-            data_source=data.source, dataset=loaded.dataset, n=n, batch_size=batch_size,
-            specs=[s.settings() for s in specs], ood_sets=list(inputs),
-            cells={"total": len(done.plan), "computed": done.computed, "reused": done.reused,
-                   "recorded_before": recorded, "other_settings": stale, "seconds": done.seconds},
-            gradient_health=tables.health, flags=len(tables.flags), warnings=warnings, **(meta or {}),
-        )  # fmt: skip
-        flags = sanity.flags_to_frame(tables.flags)
-        write_run(run_dir, tables.results, info, tables.examples, flags)
-        page = None
-        if report:
-            from robusthyper.report import build
+    executor = executor or LocalExecutor()
+    with session(executor):  # a cluster that cannot be reached fails here, with nothing written
+        recorded = open_run_folder(run_dir, resume=resume, overwrite=overwrite)
+        created = [d for d in (run_dir, *run_dir.parents) if not d.exists()]  # innermost first
+        run_dir.mkdir(parents=True, exist_ok=True)
+        lock = RunLock(run_dir, command)  # one driver per run folder: a second one stops here, naming this one
+        lock.acquire()
+        try:
+            loaded = load_models(models, store=store, data_dir=data_dir, device=device, dataset=dataset,
+                                 train_missing=train_missing, quiet=progress is False)  # fmt: skip
+            data = load_dataset(loaded.dataset, data_dir)
+            n = len(data.test) if n is None else n
+            if n > len(data.test):
+                raise UserError(f"--n {n} is larger than the {loaded.dataset} test set ({len(data.test)} examples)")
+            inputs, notes = ood_sets(loaded.dataset, data, n, specs[0].seed, data_dir) if ood else ({}, [])
+            cells = CellStore(run_dir)
+            cells.prepare(overwrite)
+            done = pipeline.evaluate(loaded.models, specs, data.test, dataset=loaded.dataset, n=n, batch_size=batch_size,
+                                     ids=loaded.ids, ood_inputs=inputs, store=cells, progress=progress,
+                                     executor=executor)  # fmt: skip
+            tables = done.tables
+            planned = {cell.key for cell in done.plan.cells}
+            stale = sum(1 for path in cells.recorded() if path.stem not in planned)
+            warnings = [*notes, *(str(f) for f in tables.flags)]
+            for message in warnings:
+                log.warning("%s", message)
+            info = run_meta(
+                run_dir.name, command=command, device=device,
+                device_name=torch.cuda.get_device_name(device) if device.startswith("cuda") else "cpu",
+                torch_threads=torch.get_num_threads(), seconds=time.perf_counter() - started, models=loaded.meta,
+                data_source=data.source, dataset=loaded.dataset, n=n, batch_size=batch_size,
+                specs=[s.settings() for s in specs], ood_sets=list(inputs),
+                cells={"total": len(done.plan), "computed": done.computed, "reused": done.reused,
+                       "recorded_before": recorded, "other_settings": stale,
+                       "cells": [cell.to_dict() for cell in done.cells]},
+                executor=executor_meta(executor),
+                gradient_health=tables.health, flags=len(tables.flags), warnings=warnings, **(meta or {}),
+            )  # fmt: skip
+            flags = sanity.flags_to_frame(tables.flags)
+            write_run(run_dir, tables.results, info, tables.examples, flags)
+            page = None
+            if report:
+                from robusthyper.report import build
 
-            logging.getLogger("matplotlib").setLevel(logging.WARNING)
-            page = build(run_dir)
-        run = Run.of(tables.results, tables.examples, flags, info)
-        run.folder = run_dir
-        return SweepResult(run, done.computed, done.reused, page, warnings)
-    except BaseException:
-        lock.release()
-        for folder in created:  # a run that failed before its first cell leaves nothing behind
-            if any(folder.iterdir()):
-                break
-            folder.rmdir()
-        raise
-    finally:
-        lock.release()
+                logging.getLogger("matplotlib").setLevel(logging.WARNING)
+                page = build(run_dir)
+            run = Run.of(tables.results, tables.examples, flags, info)
+            run.folder = run_dir
+            return SweepResult(run, done.computed, done.reused, page, warnings)
+        except BaseException:
+            lock.release()
+            for folder in created:  # a run that failed before its first cell leaves nothing behind
+                if any(folder.iterdir()):
+                    break
+                folder.rmdir()
+            raise
+        finally:
+            lock.release()
 
 
 __all__ = ["Suite", "SweepResult", "load_suite", "ood_sets", "run_sweep"]

@@ -30,7 +30,8 @@ if [ ! -f "$RH_VENV/.complete" ]; then
     pip_ install --upgrade pip setuptools wheel -c "$RH_CONSTRAINTS" || pip_ install --upgrade pip setuptools wheel
     # torch/torchvision first and alone, so the exact local-disk pins win before anything pulls a torch.
     pip_ install -c "$RH_CONSTRAINTS" torch torchvision
-    pip_ install -c "$RH_CONSTRAINTS" "$RH_ROOT[dev]" 
+    # [ray]: the Ray executor's tests (tests/test_ray.py) run in CI too.
+    pip_ install -c "$RH_CONSTRAINTS" "$RH_ROOT[dev,ray]"
     # torchattacks declares requests~=2.25.1 and would downgrade requests/urllib3; it never imports them.
     pip_ install -c "$RH_CONSTRAINTS" --no-deps torchattacks
     # The project itself is (re)installed editable below on every run; drop this copy.

@@ -4,6 +4,7 @@ and columns a real run of the same specs writes."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator, Sequence
 
 import pandas as pd
@@ -84,3 +85,61 @@ def test_planned_tables_match_a_real_run(models, small_mnist) -> None:
     as_set = lambda f: set(map(tuple, f[keys].astype(str).to_numpy().tolist()))  # noqa: E731
     assert as_set(results) == as_set(real.results)
     assert schema.WORST_CASE in set(results["attack"])
+
+
+# ---------------------------------------------------------------- executor options (no Ray needed)
+
+
+def test_executor_options_are_checked_before_any_work(monkeypatch) -> None:
+    from robusthyper.errors import UserError
+    from robusthyper.pipeline.executors import LocalExecutor, make_executor
+
+    assert isinstance(make_executor("local"), LocalExecutor)
+    with pytest.raises(UserError, match="--executor 'spark' is not one of local, ray"):
+        make_executor("spark")
+    with pytest.raises(UserError, match="--address needs --executor ray"):
+        make_executor("local", address="auto")
+    with pytest.raises(UserError, match="--gpus-per-cell needs --executor ray"):
+        make_executor("local", gpus_per_cell=1)
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    with pytest.raises(UserError, match=r"needs Ray, which is not installed; pip install 'robusthyper\[ray\]'"):
+        make_executor("ray")
+
+
+@pytest.mark.parametrize(("address", "message"), [
+    ("nowhere", "is not auto, local or HOST:PORT"), ("10.0.0.1:99999", "is not auto, local or HOST:PORT"),
+    ("ray://10.0.0.1:10001", "Ray client addresses"),
+])  # fmt: skip
+def test_a_malformed_address_is_one_line(address: str, message: str) -> None:
+    from robusthyper.errors import UserError
+    from robusthyper.pipeline.ray_executor import RayExecutor, parse_address
+
+    assert parse_address(None) == parse_address("local") == ("local", None, None)
+    assert parse_address("127.0.0.1:6379") == ("address", "127.0.0.1", 6379)
+    with pytest.raises(UserError, match=message):
+        RayExecutor(address)
+    with pytest.raises(UserError, match="--cpus-per-cell 0 must be a whole number >= 1"):
+        RayExecutor(cpus_per_cell=0)
+
+
+def test_sweep_without_ray_is_one_line_and_exit_2(monkeypatch, tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from robusthyper.cli import app
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+    result = CliRunner().invoke(app, ["sweep", "quick", "--model", "det", "--out", str(tmp_path / "r"),
+                                      "--executor", "ray"])  # fmt: skip
+    assert result.exit_code == 2 and "robusthyper[ray]" in result.output
+    assert not (tmp_path / "r").exists()
+
+
+def test_where_cells_run_is_not_part_of_the_gate_run_name() -> None:
+    from robusthyper.gate.policy import Evaluation
+    from robusthyper.gate.runs import fingerprint
+
+    base = {"models": ["det"], "attacks": [{"attack": "fgsm", "eps": 0.1}]}
+    on_ray = Evaluation.model_validate({**base, "executor": "ray", "address": "auto", "cpus_per_cell": 2})
+    assert fingerprint(on_ray) == fingerprint(Evaluation.model_validate(base))
+    with pytest.raises(ValueError, match="executor"):
+        Evaluation.model_validate({**base, "executor": "dask"})

@@ -9,14 +9,19 @@ from typing import Annotated, Any
 import typer
 
 from robusthyper.cli.common import (
+    AddressOpt,
     BatchSizeOpt,
+    CpusPerCellOpt,
     DataDirOpt,
     DatasetOpt,
     DeviceOpt,
+    ExecutorOpt,
+    GpusPerCellOpt,
     ModelsOpt,
     QuietOpt,
     StoreOpt,
     TrainMissingOpt,
+    executor_from_options,
     setup_logging,
     user_errors,
 )
@@ -101,6 +106,10 @@ def attack(
         typer.Option("--run-id", help="Report folder name (default: a UTC timestamp). An attack interrupted in "
                      "that folder resumes from its finished cells.", show_default=False),
     ] = None,
+    executor: ExecutorOpt = "local",
+    address: AddressOpt = None,
+    cpus_per_cell: CpusPerCellOpt = None,
+    gpus_per_cell: GpusPerCellOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Attack models with EOT and print clean and robust accuracy, NLL, entropy and mutual information."""
@@ -113,6 +122,7 @@ def attack(
                    "restarts": restarts, "random_init": random_init, "k_eval": k_eval, "seed": seed})  # fmt: skip
     if n <= 0:
         raise UserError(f"--n {n} must be positive")
+    runner = executor_from_options(executor, address, cpus_per_cell, gpus_per_cell)
     folder = out / (run_id or new_run_id())
     # An attack killed halfway left its finished cells in its folder: the same --run-id resumes it.
     interrupted = (folder / schema.CELLS).is_dir() and not (folder / schema.META).exists()
@@ -125,7 +135,7 @@ def attack(
     done = run_sweep(folder, model, specs, dataset=dataset, store=store, data_dir=data_dir, n=n,
                      batch_size=batch_size, device=device, resume=interrupted, progress=False if quiet else None,
                      ood=False, train_missing=train_missing, report=report, command="attack",
-                     meta={"argv": sys.argv[1:]})  # fmt: skip
+                     meta={"argv": sys.argv[1:]}, executor=runner)  # fmt: skip
     if not quiet:
         dataset_name = done.results[schema.DATASET].iloc[0]
         _print_table(summary(done.results), f"{dataset_name}, n={n}")

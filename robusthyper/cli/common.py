@@ -9,11 +9,14 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, NoReturn, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, NoReturn, ParamSpec, TypeVar
 
 import typer
 
 from robusthyper.errors import UserError
+
+if TYPE_CHECKING:
+    from robusthyper.pipeline.executors import Executor
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -55,6 +58,48 @@ DatasetOpt = Annotated[
         show_default=False,
     ),
 ]
+ExecutorOpt = Annotated[
+    str,
+    typer.Option(
+        "--executor",
+        help="Where the cells run: local (this process, one after another) or ray (each cell a Ray task; "
+        "needs robusthyper[ray]).",
+    ),
+]
+AddressOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--address",
+        help="With --executor ray: the cluster's HOST:PORT (the driver runs on one of its nodes), auto (the "
+        "cluster `ray start` started on this machine), or local (default: a private cluster on 127.0.0.1).",
+        show_default=False,
+    ),
+]
+CpusPerCellOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--cpus-per-cell",
+        help="With --executor ray: CPUs Ray reserves per cell, and torch threads in it (default 1).",
+        show_default=False,
+    ),
+]
+GpusPerCellOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--gpus-per-cell",
+        help="With --executor ray and --device cuda: GPUs Ray reserves per cell (0.5 lets two cells share one; "
+        "default 0).",
+        show_default=False,
+    ),
+]
+
+
+def executor_from_options(executor: str, address: str | None, cpus_per_cell: int | None,
+                          gpus_per_cell: float | None) -> Executor:  # fmt: skip
+    """The executor the options name (`robusthyper.pipeline.executors.make_executor`; imports torch)."""
+    from robusthyper.pipeline.executors import make_executor
+
+    return make_executor(executor, address=address, cpus_per_cell=cpus_per_cell, gpus_per_cell=gpus_per_cell)
 
 
 def fail(message: str) -> NoReturn:

@@ -8,8 +8,11 @@ from typing import Annotated
 import typer
 
 from robusthyper.cli.common import (
+    AddressOpt,
+    CpusPerCellOpt,
     DataDirOpt,
     DeviceOpt,
+    GpusPerCellOpt,
     QuietOpt,
     StoreOpt,
     resolve_device,
@@ -74,6 +77,18 @@ def gate(
     store: StoreOpt = None,
     data_dir: DataDirOpt = None,
     device: DeviceOpt = "auto",
+    executor: Annotated[
+        str | None,
+        typer.Option(
+            "--executor",
+            help="Where the evaluation's cells run: local or ray (default: the policy's [evaluate] executor, "
+            "else local).",
+            show_default=False,
+        ),
+    ] = None,
+    address: AddressOpt = None,
+    cpus_per_cell: CpusPerCellOpt = None,
+    gpus_per_cell: GpusPerCellOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Check robustness and uncertainty rules for CI: exit 0 when all pass, 1 when one fails, 2 on bad input."""
@@ -85,7 +100,9 @@ def gate(
         check_writable(junit_xml)  # fail before a long evaluation, not after it
     device_name = resolve_device(device) if results is None else "cpu"
     done = run_gate(policy, results=results, baseline=baseline, run_dir=run_dir, out=out, store=store,
-                    data_dir=data_dir, device=device_name, quiet=quiet or as_json, report=report)  # fmt: skip
+                    data_dir=data_dir, device=device_name, quiet=quiet or as_json, report=report,
+                    execution={"executor": executor, "address": address, "cpus_per_cell": cpus_per_cell,
+                               "gpus_per_cell": gpus_per_cell})  # fmt: skip
     if junit_xml is not None:
         from robusthyper.gate.output import junit_xml as render_junit
 

@@ -9,14 +9,19 @@ from typing import Annotated
 import typer
 
 from robusthyper.cli.common import (
+    AddressOpt,
     BatchSizeOpt,
+    CpusPerCellOpt,
     DataDirOpt,
     DatasetOpt,
     DeviceOpt,
+    ExecutorOpt,
+    GpusPerCellOpt,
     ModelsOpt,
     QuietOpt,
     StoreOpt,
     TrainMissingOpt,
+    executor_from_options,
     setup_logging,
     user_errors,
 )
@@ -80,6 +85,10 @@ def sweep(
     data_dir: DataDirOpt = None,
     dataset: DatasetOpt = None,
     train_missing: TrainMissingOpt = False,
+    executor: ExecutorOpt = "local",
+    address: AddressOpt = None,
+    cpus_per_cell: CpusPerCellOpt = None,
+    gpus_per_cell: GpusPerCellOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Run every model under every attack and eps of a suite into one run folder, recording each finished
@@ -92,12 +101,13 @@ def sweep(
         raise UserError("pass --out DIR or --run-id ID, not both")
     if n is not None and n <= 0:
         raise UserError(f"--n {n} must be positive")
+    runner = executor_from_options(executor, address, cpus_per_cell, gpus_per_cell)
     loaded = load_suite(suite, {} if seed is None else {"seed": seed})
     run_dir = out if out is not None else Path(DEFAULT_REPORTS) / (run_id or loaded.path.stem)
     extra = {"argv": sys.argv[1:], "suite": str(loaded.path)}
     done = run_sweep(run_dir, model, loaded.specs, dataset=dataset, store=store, data_dir=data_dir,
                      n=n or loaded.n or 1000, batch_size=batch_size, device=device,
                      resume=resume, progress=False if quiet else None, ood=ood, overwrite=overwrite,
-                     train_missing=train_missing, meta=extra)  # fmt: skip
+                     train_missing=train_missing, meta=extra, executor=runner)  # fmt: skip
     typer.echo(f"{done.computed} cells computed, {done.reused} reused -> {done.run_dir}")
     typer.echo(str(done.report))

@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from robusthyper.gate.check import (
     GateInputError,
@@ -75,10 +76,12 @@ def run_gate(
     device: str = "cpu",
     quiet: bool = False,
     report: bool = True,
+    execution: dict[str, Any] | None = None,
 ) -> GateRun:
     """Load the policy, get the numbers (from `results`, or by evaluating), and check every rule.
 
-    Bad input raises a `UserError` before any evaluation starts where it can be told then.
+    Bad input raises a `UserError` before any evaluation starts where it can be told then. `execution`:
+    executor, address, cpus_per_cell, gpus_per_cell given on the command line (they override the policy's).
     """
     from robusthyper.gate import runs
 
@@ -92,7 +95,7 @@ def run_gate(
         numbers = runs.Numbers(runs.read_run(results))
     else:
         numbers = runs.evaluate(policy, source=source, run_dir=run_dir, out=out, store=store, data_dir=data_dir,
-                                device=device, quiet=quiet, report=report)  # fmt: skip
+                                device=device, quiet=quiet, report=report, execution=execution)  # fmt: skip
     checked = evaluate_rules(numbers.run, policy, baseline=base)
     source_path = numbers.run.folder if results is None else Path(results)
     return GateRun(checked, source, Path(source_path or "."), time.perf_counter() - started, numbers.computed,

@@ -11,6 +11,8 @@ a `pyproject.toml`. Every table rejects unknown keys; a mistake ends in one line
     seeds = [0]                     # one run per seed; a rule must hold for every seed
     k_attack = [20]                 # optional: overrides every attack's K_attack (one run per value)
     k_eval = 100                    # optional: overrides every attack's K_eval
+    executor = "local"              # optional: "ray" runs each cell as a Ray task (also address,
+                                    # cpus_per_cell, gpus_per_cell; the gate's --executor ... override them)
     [[evaluate.attacks]]            # AttackSpec fields (eps may be a list), or preset = "pgd-eot"
     attack = "pgd"
     eps = [0, 0.1]
@@ -270,6 +272,17 @@ class Evaluation(StrictModel):
     batch_size: int = Field(128, gt=0)
     ood: bool = False
     """Also compute OOD AUROCs (when the sweep supports it)."""
+    executor: Literal["local", "ray"] = "local"
+    """Where the cells run (`robusthyper gate --executor` overrides it); the numbers do not depend on it."""
+    address: str | None = None
+    """With executor = "ray": HOST:PORT, "auto" or "local" (default: a private cluster on 127.0.0.1)."""
+    cpus_per_cell: int | None = Field(None, ge=1)
+    """With executor = "ray": CPUs (and torch threads) per cell (default 1)."""
+    gpus_per_cell: float | None = Field(None, ge=0)
+    """With executor = "ray" and a CUDA device: GPUs per cell (default 0)."""
+
+    EXECUTION: ClassVar[tuple[str, ...]] = ("executor", "address", "cpus_per_cell", "gpus_per_cell")
+    """The keys that say where cells run, not what they compute: not part of the run folder's name."""
 
 
 class GatePolicy(StrictModel):

@@ -121,7 +121,7 @@ def fingerprint(evaluation: Evaluation) -> str:
 
     The sweep keys every recorded cell by the model's weights and the full settings, so a retrained model in
     the same folder is evaluated afresh while unchanged cells are reused."""
-    text = json.dumps(evaluation.model_dump(mode="json"), sort_keys=True)
+    text = json.dumps(evaluation.model_dump(mode="json", exclude=set(Evaluation.EXECUTION)), sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
@@ -136,8 +136,12 @@ def evaluate(
     device: str,
     quiet: bool,
     report: bool = True,
+    execution: dict[str, Any] | None = None,
 ) -> Numbers:
-    """Run (or resume) the policy's evaluation into its run folder and return the run."""
+    """Run (or resume) the policy's evaluation into its run folder and return the run. `execution`: the
+    executor settings given on the command line (executor, address, cpus_per_cell, gpus_per_cell; None:
+    the policy's), which override the policy's `[evaluate]` ones."""
+    from robusthyper.pipeline.executors import make_executor
     from robusthyper.sweep import run_sweep
 
     if policy.evaluate is None:
@@ -147,8 +151,15 @@ def evaluate(
     specs = plan_specs(policy.evaluate, source)
     precheck(policy, specs)
     ev = policy.evaluate
+    given = {key: value for key, value in (execution or {}).items() if value is not None}
+    settings = {key: getattr(ev, key) for key in Evaluation.EXECUTION}
+    if given.get("executor", ev.executor) != ev.executor:
+        settings = {}  # the policy's address and cpus/gpus per cell belong to its own executor
+    settings.update(given)
+    executor = make_executor(settings.pop("executor", "local"), **settings)
     run_dir = run_dir or out / f"gate-{fingerprint(ev)}"
     done = run_sweep(run_dir, ev.models, specs, dataset=ev.dataset, store=store, data_dir=data_dir, n=ev.n,
                      batch_size=ev.batch_size, device=device, resume=True, progress=False if quiet else None,
-                     ood=ev.ood, report=report, command="gate", meta={"gate_policy": source})  # fmt: skip
+                     ood=ev.ood, report=report, command="gate", meta={"gate_policy": source},
+                     executor=executor)  # fmt: skip
     return Numbers(done.run, done.computed, done.reused, done.report)

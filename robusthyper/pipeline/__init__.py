@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 
@@ -27,17 +28,36 @@ from robusthyper.pipeline.plan import Cell, Plan, Workload, plan
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class CellRun:
+    """Provenance of one cell of a plan: the seconds it took and the node that ran it (now, or when it was
+    recorded: `reused`)."""
+
+    label: str
+    key: str
+    seconds: float
+    node: str
+    reused: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 @dataclass
 class Evaluated:
-    """What `evaluate` returns: the assembled tables, the plan, and how many cells were computed now and
-    reused from the run folder."""
+    """What `evaluate` returns: the assembled tables, the plan, how many cells were computed now and
+    reused from the run folder, and each cell's provenance (in plan order)."""
 
     tables: Assembled
     plan: Plan
     computed: int
     reused: int
-    seconds: dict[str, float]
-    """Cell label -> seconds it took (computed now or when recorded)."""
+    cells: list[CellRun]
+
+    @property
+    def seconds(self) -> dict[str, float]:
+        """Cell label -> seconds it took (computed now or when recorded)."""
+        return {cell.label: cell.seconds for cell in self.cells}
 
 
 def check_settings(models: Sequence[ModelUnderTest], specs: Sequence[AttackSpec], n: int, available: int,
@@ -83,13 +103,14 @@ def evaluate(
                     ood_sets=[(name, len(x)) for name, x in ood_inputs.items()])  # fmt: skip
     work = Workload({m.name: m for m in models}, split, dataset, n, batch_size, ood_inputs)
     records, computed, reused = _execute(the_plan, work, store, executor or LocalExecutor(), progress)
-    seconds = {cell.label: records[cell.key].seconds for cell in the_plan.cells}
-    return Evaluated(assemble(the_plan, records), the_plan, computed, reused, seconds)
+    runs = [CellRun(cell.label, cell.key, records[cell.key].seconds, records[cell.key].node, cell.key in reused)
+            for cell in the_plan.cells]  # fmt: skip
+    return Evaluated(assemble(the_plan, records), the_plan, computed, len(reused), runs)
 
 
 def _execute(
     the_plan: Plan, work: Workload, store: CellStore | None, executor: Executor, progress: bool | None
-) -> tuple[dict[str, CellRecord], int, int]:
+) -> tuple[dict[str, CellRecord], int, set[str]]:
     from tqdm.auto import tqdm
 
     records: dict[str, CellRecord] = {}
@@ -109,7 +130,7 @@ def _execute(
     try:
         with bar:
             for record in executor.execute(missing, work):
-                cell = by_key[record.key]
+                cell = by_key.pop(record.key)  # once: a record for a cell already recorded is a bug
                 if store is not None:
                     store.write(cell, record)
                     reread = store.read(cell)  # the table is always assembled from what is on disk
@@ -124,7 +145,10 @@ def _execute(
         where = f" in {store.folder.parent}; run the same command to resume" if store is not None else ""
         log.warning("interrupted: %d of %d cells are recorded%s", len(records), len(the_plan), where)
         raise
-    return records, computed, len(the_plan) - len(missing)
+    if by_key:
+        raise RuntimeError(f"the executor returned no record for {len(by_key)} cell(s), e.g. "
+                           f"{next(iter(by_key.values())).label}")  # fmt: skip
+    return records, computed, {cell.key for cell in the_plan.cells} - {cell.key for cell in missing}
 
 
-__all__ = ["CellStore", "Evaluated", "Executor", "LocalExecutor", "evaluate", "plan"]
+__all__ = ["CellRun", "CellStore", "Evaluated", "Executor", "LocalExecutor", "evaluate", "plan"]
