@@ -147,7 +147,7 @@ def run_sweep(
     folder with cells is a `UserError` unless `overwrite`, which discards them. `ood`: add OOD detection
     AUROCs per model. `train_missing`: train a recipe that has no checkpoint yet. `report`: build
     `index.html` at the end. `command` and `meta` (extra keys: argv, suite) go into meta.json. `executor`:
-    where the cells run (default in this process; `pipeline.executors.make_executor`); one that connects is
+    where the cells run (default in this process; `pipeline.choice.make_executor`); one that connects is
     started before the run folder is touched and closed at the end. meta.json's `cells.cells` names, per cell,
     its seconds, the node that ran it and whether it was reused.
     """

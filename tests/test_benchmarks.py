@@ -56,3 +56,12 @@ def test_train_epoch_writes_json(tmp_path: Path) -> None:
     data = json.loads(out.read_text())
     assert data["ratio_to_det"] == {"det": 1.0} and data["train_samples"] == {"det": 1}
     assert data["epoch_seconds"]["det"] > 0 and data["help_seconds"] > 0
+
+
+def test_scale_out_writes_json(tmp_path: Path) -> None:
+    pytest.importorskip("ray", reason="ray is not installed (pip install 'robusthyper[ray]')")
+    out = tmp_path / "scale.json"
+    _script("scale_out").main(["--quick", "--n", "8", "--json", str(out)])
+    data = json.loads(out.read_text())
+    assert data["cells"] == 6 and set(data["cells_per_minute"]) == {"in-process", "ray-1", "ray-2"}
+    assert all(value > 0 for value in data["cells_per_minute"].values())

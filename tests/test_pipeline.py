@@ -92,7 +92,8 @@ def test_planned_tables_match_a_real_run(models, small_mnist) -> None:
 
 def test_executor_options_are_checked_before_any_work(monkeypatch) -> None:
     from robusthyper.errors import UserError
-    from robusthyper.pipeline.executors import LocalExecutor, make_executor
+    from robusthyper.pipeline.choice import make_executor
+    from robusthyper.pipeline.executors import LocalExecutor
 
     assert isinstance(make_executor("local"), LocalExecutor)
     with pytest.raises(UserError, match="--executor 'spark' is not one of local, ray"):

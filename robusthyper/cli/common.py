@@ -96,8 +96,8 @@ GpusPerCellOpt = Annotated[
 
 def executor_from_options(executor: str, address: str | None, cpus_per_cell: int | None,
                           gpus_per_cell: float | None) -> Executor:  # fmt: skip
-    """The executor the options name (`robusthyper.pipeline.executors.make_executor`; imports torch)."""
-    from robusthyper.pipeline.executors import make_executor
+    """The executor the options name (`robusthyper.pipeline.choice.make_executor`; imports torch)."""
+    from robusthyper.pipeline.choice import make_executor
 
     return make_executor(executor, address=address, cpus_per_cell=cpus_per_cell, gpus_per_cell=gpus_per_cell)
 

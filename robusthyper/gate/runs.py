@@ -141,7 +141,7 @@ def evaluate(
     """Run (or resume) the policy's evaluation into its run folder and return the run. `execution`: the
     executor settings given on the command line (executor, address, cpus_per_cell, gpus_per_cell; None:
     the policy's), which override the policy's `[evaluate]` ones."""
-    from robusthyper.pipeline.executors import make_executor
+    from robusthyper.pipeline.choice import make_executor
     from robusthyper.sweep import run_sweep
 
     if policy.evaluate is None:

@@ -3,7 +3,7 @@
 The pipeline does not care where a cell runs: it hands an executor the missing cells and the `Workload`
 they read, and writes each record it gets back into the run folder at once (so an interrupted run resumes).
 `LocalExecutor` runs them one after another in this process; `ray_executor.RayExecutor` runs each as a Ray
-task. An executor only has to implement `execute` (results must not depend on where a cell ran: every cell
+task (`choice.make_executor` picks one by name). An executor only has to implement `execute` (results must not depend on where a cell ran: every cell
 reseeds its RNGs); one that connects to something may also have `start()` (called before a run folder is
 touched, so a bad address fails with nothing written) and `close()` (`session`).
 """
@@ -17,7 +17,6 @@ from contextlib import contextmanager
 from typing import Any, Protocol
 
 from robusthyper import compute
-from robusthyper.errors import UserError
 from robusthyper.pipeline.cells import CellRecord
 from robusthyper.pipeline.plan import Cell, CellKind, Workload
 
@@ -60,33 +59,6 @@ class LocalExecutor:
         clean_cache: dict[tuple[Any, ...], Any] = {}
         for cell in cells:
             yield run_cell(cell, work, clean_cache)
-
-
-EXECUTORS = ("local", "ray")
-"""The names `--executor` takes."""
-
-
-def make_executor(name: str = "local", *, address: str | None = None, cpus_per_cell: int | None = None,
-                  gpus_per_cell: float | None = None) -> Executor:  # fmt: skip
-    """The executor `--executor NAME` names, with its options; options of another executor, an unknown name
-    and `ray` without Ray installed are one-line `UserError`s (before anything is loaded or written)."""
-    name = name.strip().lower()
-    if name not in EXECUTORS:
-        raise UserError(f"--executor '{name}' is not one of {', '.join(EXECUTORS)}")
-    if name == "local":
-        given = [flag for flag, value in (("--address", address), ("--cpus-per-cell", cpus_per_cell),
-                                          ("--gpus-per-cell", gpus_per_cell)) if value is not None]  # fmt: skip
-        if given:
-            raise UserError(f"{given[0]} needs --executor ray")
-        return LocalExecutor()
-    import importlib.util
-
-    from robusthyper.pipeline.ray_executor import INSTALL_HINT, RayExecutor
-
-    if importlib.util.find_spec("ray") is None:
-        raise UserError(f"--executor ray needs Ray, which is not installed; {INSTALL_HINT}")
-    return RayExecutor(address, 1 if cpus_per_cell is None else cpus_per_cell,
-                       0.0 if gpus_per_cell is None else float(gpus_per_cell))  # fmt: skip
 
 
 def executor_meta(executor: Executor) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from typing import Any
 
 from robusthyper.errors import UserError
 from robusthyper.pipeline.cells import CellRecord
+from robusthyper.pipeline.executors import run_cell
 from robusthyper.pipeline.plan import Cell, Workload
 
 log = logging.getLogger(__name__)
@@ -160,8 +161,6 @@ def _run_cell(cell: Cell, boxed: list[Any], threads: int, device: str) -> CellRe
     rather than a fresh copy of the workload per task)."""
     import ray
     import torch
-
-    from robusthyper.pipeline.executors import run_cell
 
     torch.set_num_threads(threads)
     ref = boxed[0]
