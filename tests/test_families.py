@@ -37,8 +37,8 @@ from robusthyper.attacks import (
     register,
     registered,
 )
-from robusthyper.attacks.__main__ import table_in, with_table
 from robusthyper.attacks.base import cross_entropy
+from robusthyper.attacks.registry import table_in, with_table
 from robusthyper.attacks.spec import applicable
 from robusthyper.cli import create_app
 from robusthyper.ensemble import StochasticEnsemble
@@ -224,7 +224,7 @@ def test_contradictory_declarations_are_refused(changes: dict, fragment: str) ->
 def test_readme_holds_the_generated_attack_table() -> None:
     text = README.read_text(encoding="utf-8")
     assert table_in(text) == markdown_table(), (
-        "README.md's attack table is not the registry's: run `python -m robusthyper.attacks --write README.md`"
+        "README.md's attack table is not the registry's: run `robusthyper attacks --write README.md`"
     )
     assert with_table(text) == text
     for name in FAMILIES:
@@ -328,3 +328,24 @@ def test_sanity_reads_a_family_column() -> None:
     ])  # fmt: skip
     assert [f.code for f in sanity.flags(rows)] == ["iterative-weaker-than-fgsm"]
     assert sanity.flags(rows.drop(columns="family")) == []
+
+
+def test_cli_attacks_prints_and_writes_the_table(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from robusthyper.attacks.registry import TABLE_BEGIN, TABLE_END
+    from robusthyper.cli import create_app
+
+    runner = CliRunner()
+    shown = runner.invoke(create_app(), ["attacks"])
+    assert shown.exit_code == 0 and shown.output == markdown_table()
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{TABLE_BEGIN}\nold\n{TABLE_END}\noutro\n")
+    wrote = runner.invoke(create_app(), ["attacks", "--write", str(readme)])
+    assert wrote.exit_code == 0 and table_in(readme.read_text()) == markdown_table()
+    assert readme.read_text().startswith("intro\n") and readme.read_text().endswith("outro\n")
+    readme.write_text("no markers\n")
+    bad = runner.invoke(create_app(), ["attacks", "--write", str(readme)])
+    lines = [line for line in bad.output.splitlines() if line.strip()]
+    assert bad.exit_code == 2 and len(lines) == 1 and "no attack table markers" in lines[0]
+    assert readme.read_text() == "no markers\n"

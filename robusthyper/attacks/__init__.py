@@ -3,7 +3,7 @@
 Each family's file declares an `AttackFamily` (name, summary, defaults, traits, norms, builder: see
 `robusthyper.attacks.base`); one `register` line in `registry.py` adds it. `AttackSpec` defaults and validation, the
 sanity checks (`robusthyper.sanity`), `robusthyper attack --help` and the README's attack table
-(`python -m robusthyper.attacks`) all read the registry, so adding an attack is one new file plus one line here.
+(`robusthyper attacks`) all read the registry, so adding an attack is one new file plus one line here.
 
 `build_attack(posterior, spec, ...)` wraps a posterior in a `StochasticEnsemble` (K_attack samples, its own
 generator) and returns the family's `Attack`: `generate(x, y) -> x_adv` on tensors.

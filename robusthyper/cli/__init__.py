@@ -13,6 +13,7 @@ import typer
 
 import robusthyper
 from robusthyper.cli import attack as _attack
+from robusthyper.cli import attacks as _attacks
 from robusthyper.cli import data as _data
 from robusthyper.cli import gate as _gate
 from robusthyper.cli import models as _models
@@ -48,7 +49,8 @@ def create_app() -> typer.Typer:
     )
     app.callback()(_root)
     app.add_typer(_data.data_app, name="data")
-    for command in (_train.train, _models.models, _attack.attack, _report.report, _gate.gate, _sweep.sweep):
+    for command in (_train.train, _models.models, _attack.attack, _attacks.attacks, _report.report, _gate.gate,
+                    _sweep.sweep):
         app.command(help=_attack.help_text() if command is _attack.attack else None)(command)
     return app
 
